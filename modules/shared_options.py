@@ -26,6 +26,9 @@ options_templates.update(options_section(("saving-images", "Saving images/grids"
                                component_args={"minimum": 1, "maximum": 100, "step": 1}),
     "webp_lossless": OptionInfo(False, "Use lossless compression for webp images"),
     "return_grid": OptionInfo(True, "Show grid in gallery"),
+    "grid_prevent_empty_spots": OptionInfo(False, "Prevent empty spots in grid (when set to autodetect)"),
+    "directories_max_prompt_words": OptionInfo(8, "Max prompt words for [prompt_words] pattern",
+                                               component_args={"minimum": 1, "maximum": 20, "step": 1}),
 }))
 
 options_templates.update(options_section(("saving-paths", "Paths for saving"), {
@@ -62,6 +65,7 @@ options_templates.update(options_section(("sd", "Stable Diffusion"), {
     "img2img_fix_steps": OptionInfo(False, "With img2img, do exactly the amount of steps the slider specifies"),
     "initial_noise_multiplier": OptionInfo(1.0, "Noise multiplier for img2img",
                                            component_args={"minimum": 0.0, "maximum": 1.5, "step": 0.001}),
+    "upscaler_for_img2img": OptionInfo(None, "Upscaler for img2img"),
     "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts of the input image with this color"),
 }))
 
@@ -93,6 +97,10 @@ options_templates.update(options_section(("infotext", "Infotext"), {
     "add_vae_hash_to_info": OptionInfo(True, "Add VAE hash to infotext"),
     "add_vae_name_to_info": OptionInfo(True, "Add VAE name to infotext"),
     "add_version_to_infotext": OptionInfo(True, "Add program version to infotext"),
+    "infotext_skip_pasting": OptionInfo([], "Disregard fields from pasted infotext"),
+    "use_old_hires_fix_width_height": OptionInfo(False, "Old hires fix width/height semantics when pasting"),
+    "auto_backcompat": OptionInfo(True, "Automatic backward compatibility when pasting old infotexts"),
+    "disable_weights_auto_swap": OptionInfo(True, "Ignore the checkpoint named in pasted infotext"),
 }))
 
 options_templates.update(options_section(("ui-paste", "Send to"), {
