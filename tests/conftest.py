@@ -80,3 +80,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+# Tiny-model fixtures (session-scoped builders) for every test module.
+from tiny_models import tiny_models_dir, tiny_sd1_model  # noqa: E402, F401

@@ -1,0 +1,238 @@
+"""The one denoising loop, shared by txt2img, img2img, inpainting and second passes.
+
+The modes differ only in what comes in: the starting latents (noise, or noised image latents), an
+optional per-step blend that keeps known latents outside an inpainting mask, and optional extra
+UNet input channels (the mask and masked-image latents of 9-channel inpainting models).
+
+Classifier-free guidance runs the unconditional and conditional halves in one UNet batch
+(unconditional first, as diffusers' pipelines do, so the results match them exactly). At CFG scale 1
+the unconditional half is skipped. Interrupt and skip are checked before every step; a progress
+callback sees every step and can ask for the current denoised estimate for previews. Extension
+hooks (A1111's cfg_denoiser / cfg_denoised / cfg_after_cfg) are called from here, and the loop
+uses whatever tensors they leave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from modules.engine.conditioning import TextConditioning
+from modules.engine.model import DiffusionModel
+
+
+class Interrupted(Exception):
+    """Sampling stopped early because the user interrupted or skipped."""
+
+
+@dataclass
+class Guidance:
+    cond: TextConditioning
+    uncond: TextConditioning | None
+    cfg_scale: float
+    time_ids: torch.Tensor | None = None
+    """SDXL micro-conditioning (B, 6): original size, crop top-left, target size"""
+
+    @property
+    def uses_uncond(self) -> bool:
+        return self.uncond is not None and self.cfg_scale != 1.0
+
+
+@dataclass
+class InpaintBlend:
+    """Keep the known image outside the mask: after each step, latents outside the mask are replaced
+    by the original latents noised to the next timestep (as diffusers' inpaint pipeline does)."""
+
+    init_latents: torch.Tensor
+    mask: torch.Tensor
+    """(B, 1, h, w), 1 = repaint"""
+    noise: torch.Tensor
+
+
+@dataclass
+class DenoiserParams:
+    """What the cfg_denoiser hook sees and may replace (A1111's CFGDenoiserParams fields)."""
+
+    x: torch.Tensor
+    image_cond: torch.Tensor | None
+    sigma: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+    text_cond: torch.Tensor
+    text_uncond: torch.Tensor | None
+    denoiser: Any = None
+
+
+@dataclass
+class DenoisedParams:
+    """cfg_denoised: the UNet output before guidance is combined (A1111's CFGDenoisedParams)."""
+
+    x: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+    inner_model: Any = None
+
+
+@dataclass
+class AfterCFGParams:
+    """cfg_after_cfg: the guided prediction (A1111's AfterCFGCallbackParams)."""
+
+    x: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+
+
+@dataclass
+class DenoiserHooks:
+    on_denoiser: list[Callable[[DenoiserParams], None]] = field(default_factory=list)
+    on_denoised: list[Callable[[DenoisedParams], None]] = field(default_factory=list)
+    on_after_cfg: list[Callable[[AfterCFGParams], None]] = field(default_factory=list)
+
+
+@dataclass
+class StepInfo:
+    step: int
+    """0-based index of the step just finished"""
+    total: int
+    timestep: torch.Tensor
+    latents: torch.Tensor
+    _denoised: Callable[[], torch.Tensor]
+
+    def denoised(self) -> torch.Tensor:
+        """The model's current estimate of the clean latents (for previews)."""
+        return self._denoised()
+
+
+def _predicted_clean(model: DiffusionModel, x_in: torch.Tensor, out: torch.Tensor, t: torch.Tensor,
+                     alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    # x_in is the scaled model input, in DDPM space for every scheduler, so this works for all of them.
+    idx = int(torch.clamp(t.round().long(), 0, alphas_cumprod.shape[0] - 1))
+    a = alphas_cumprod[idx]
+    if model.prediction_type == "v_prediction":
+        return a.sqrt() * x_in - (1 - a).sqrt() * out
+    return (x_in - (1 - a).sqrt() * out) / a.sqrt()
+
+
+def _alphas_cumprod(model: DiffusionModel) -> torch.Tensor:
+    cached = model.extra.get("alphas_cumprod")
+    if cached is None:
+        cfg = model.scheduler_config
+        n = int(cfg.get("num_train_timesteps", 1000))
+        start, end = float(cfg.get("beta_start", 0.00085)), float(cfg.get("beta_end", 0.012))
+        if cfg.get("trained_betas") is not None:
+            betas = torch.tensor(cfg["trained_betas"], dtype=torch.float64)
+        elif cfg.get("beta_schedule", "scaled_linear") == "linear":
+            betas = torch.linspace(start, end, n, dtype=torch.float64)
+        else:
+            betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+        cached = torch.cumprod(1 - betas, 0).float()
+        model.extra["alphas_cumprod"] = cached
+    return cached
+
+
+def sample(
+    model: DiffusionModel,
+    run: Any,
+    latents: torch.Tensor,
+    guidance: Guidance,
+    *,
+    image_conditioning: torch.Tensor | None = None,
+    blend: InpaintBlend | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    hooks: DenoiserHooks | None = None,
+) -> torch.Tensor:
+    """Run the sampler from `latents` (already noised/scaled for the first timestep) to the end.
+
+    `run` is a modules.engine.samplers.SamplerRun. Raises Interrupted if should_stop() turns true.
+    """
+    unet = model.unet
+    dtype = model.dtype
+    device = model.device
+    timesteps = run.timesteps
+    total = len(timesteps)
+    batch = latents.shape[0]
+    use_uncond = guidance.uses_uncond
+
+    cond_embeds = guidance.cond.embeds
+    uncond_embeds = guidance.uncond.embeds if guidance.uncond is not None else None
+    pooled = guidance.cond.pooled
+    uncond_pooled = guidance.uncond.pooled if guidance.uncond is not None else None
+    latents = latents.to(device=device, dtype=torch.float32)
+
+    for i, t in enumerate(timesteps):
+        if should_stop is not None and should_stop():
+            raise Interrupted()
+
+        x = latents
+        text_cond, text_uncond = cond_embeds, uncond_embeds
+        img_cond = image_conditioning
+        if hooks is not None and hooks.on_denoiser:
+            params = DenoiserParams(x, img_cond, t, i, total, text_cond, text_uncond)
+            for fn in hooks.on_denoiser:
+                fn(params)
+            x, img_cond, text_cond, text_uncond = params.x, params.image_cond, params.text_cond, params.text_uncond
+
+        if use_uncond:
+            x_in = torch.cat([x, x])
+            embeds = torch.cat([text_uncond, text_cond])
+        else:
+            x_in = x
+            embeds = text_cond
+        x_in = run.scale_model_input(x_in, t)
+        unet_in = x_in
+        if img_cond is not None:
+            unet_in = torch.cat([x_in, torch.cat([img_cond, img_cond]) if use_uncond else img_cond], dim=1)
+
+        added: dict[str, torch.Tensor] | None = None
+        if model.is_sdxl:
+            pooled_in = torch.cat([uncond_pooled, pooled]) if use_uncond else pooled
+            time_ids = guidance.time_ids
+            time_in = torch.cat([time_ids, time_ids]) if use_uncond else time_ids
+            added = {"text_embeds": pooled_in.to(device=device, dtype=dtype), "time_ids": time_in.to(device=device, dtype=dtype)}
+
+        out = unet(
+            unet_in.to(dtype),
+            t,
+            encoder_hidden_states=embeds.to(device=device, dtype=dtype),
+            added_cond_kwargs=added,
+            return_dict=False,
+        )[0].float()
+
+        if hooks is not None and hooks.on_denoised:
+            dparams = DenoisedParams(out, i, total, unet)
+            for fn in hooks.on_denoised:
+                fn(dparams)
+            out = dparams.x
+
+        if use_uncond:
+            out_uncond, out_cond = out.chunk(2)
+            out = out_uncond + guidance.cfg_scale * (out_cond - out_uncond)
+        if hooks is not None and hooks.on_after_cfg:
+            aparams = AfterCFGParams(out, i, total)
+            for fn in hooks.on_after_cfg:
+                fn(aparams)
+            out = aparams.x
+
+        latents = run.step(out, t, x)
+
+        if blend is not None:
+            known = blend.init_latents
+            if i < total - 1:
+                known = run.noise_to(blend.init_latents, blend.noise, timesteps[i + 1])
+            latents = (1 - blend.mask) * known + blend.mask * latents
+
+        if on_step is not None:
+            x_model = x_in[batch:] if use_uncond else x_in
+            final_out = out
+
+            def denoised(x_model: torch.Tensor = x_model, final_out: torch.Tensor = final_out,
+                         t: torch.Tensor = t) -> torch.Tensor:
+                return _predicted_clean(model, x_model, final_out, t, _alphas_cumprod(model))
+
+            on_step(StepInfo(i, total, t, latents, denoised))
+
+    return latents
