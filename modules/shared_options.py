@@ -112,5 +112,7 @@ options_templates.update(options_section(("system", "System"), {
     "disabled_extensions": OptionInfo([], "Disable these extensions"),
     "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled extensions)",
                                          component_args={"choices": ["none", "extra", "all"]}),
+    "queue_max_size": OptionInfo(64, "Maximum number of generation jobs waiting in the queue",
+                                 component_args={"minimum": 1, "maximum": 1000, "step": 1}),
     "quicksettings_list": OptionInfo(["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"], "Quicksettings list"),
 }))
