@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import tiny_models_dir, write_single_file  # noqa: F401  (pytest fixture)
+from tiny_models import write_single_file
 
 from modules import cmd_args, hashes
 from modules.devices import DevicePolicy
@@ -615,7 +615,7 @@ def test_broken_vae_does_not_block_a_switch(vae_root: Path, loader: FakeLoader) 
 
 
 @pytest.fixture
-def tiny_manager(tiny_models_dir: Path, tmp_path: Path) -> ModelManager:  # noqa: F811
+def tiny_manager(tiny_models_dir: Path, tmp_path: Path) -> ModelManager:
     m = make_manager(tmp_path, real_loader=True, models_dir=str(tiny_models_dir))
     yield m
     m.close()
@@ -654,7 +654,7 @@ def test_real_loader_vae_swap(tiny_manager: ModelManager) -> None:
     assert model.vae is own and model.vae_name is None
 
 
-def test_detection_on_tiny_single_files(tiny_models_dir: Path) -> None:  # noqa: F811
+def test_detection_on_tiny_single_files(tiny_models_dir: Path) -> None:
     from modules.model_manager.detect import detect_from_file
 
     sd = tiny_models_dir / "Stable-diffusion"
@@ -666,7 +666,7 @@ def test_detection_on_tiny_single_files(tiny_models_dir: Path) -> None:  # noqa:
     assert detect_from_file(sd / "tiny-sdxl.safetensors").value == "sdxl"
 
 
-def test_real_loader_ckpt_and_failure_without_config(tiny_models_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_real_loader_ckpt_and_failure_without_config(tiny_models_dir: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     sd = models / "Stable-diffusion"
     write_single_file(sd, "tiny-ckpt", "sd1", seed=0, ckpt=True)
@@ -764,7 +764,7 @@ def test_sd_vae_face(faces: ModelManager, vae_root: Path) -> None:
     assert faces.vae_choices()[-1] == "shared.safetensors" and "late.safetensors" in faces.vae_choices()
 
 
-def test_shared_initialize_wires_the_manager(tiny_models_dir: Path, tmp_path: Path,  # noqa: F811
+def test_shared_initialize_wires_the_manager(tiny_models_dir: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from modules import devices, shared
 
@@ -803,7 +803,7 @@ def test_ensure_follows_settings_changed_without_callbacks(vae_root: Path, loade
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def test_real_models_are_parked_and_restored_on_the_device(tiny_models_dir: Path, tmp_path: Path,  # noqa: F811
+def test_real_models_are_parked_and_restored_on_the_device(tiny_models_dir: Path, tmp_path: Path,
                                                            device: str) -> None:
     dev = torch.device(device)
     src = tiny_models_dir / "Stable-diffusion"
