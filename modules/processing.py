@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import devices, images, infotext_utils, masking, shared
+from modules import devices, extra_networks, images, infotext_utils, masking, shared
 from modules.engine import conditioning, denoise, noise, samplers, vae
 from modules.engine.model import DiffusionModel
 from modules.version import VERSION
@@ -730,7 +730,8 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
 
     p.job_timestamp = state.job_timestamp
     state.job_count = p.n_iter
-    encoder = conditioning.PromptEncoder(model, clip_skip=p.clip_skip)
+    encoder = conditioning.PromptEncoder(model, clip_skip=p.clip_skip, emphasis=str(opts.emphasis or "Original"),
+                                         comma_padding_backtrack=int(opts.comma_padding_backtrack or 0))
 
     output_images: list[Image.Image] = []
     infotexts: list[str] = []
@@ -755,12 +756,17 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
             _run_script_hook(p, "process_batch", batch_number=n, prompts=p.prompts, seeds=p.seeds,
                              subseeds=p.subseeds)
 
-            cond, uncond = encoder.encode_pair(p.prompts, p.negative_prompts)
+            p.prompts, p.extra_network_data = extra_networks.parse_prompts(p.prompts)
+            _note_unsupported_networks(p)
+            plan = conditioning.GuidancePlan(encoder, p.prompts, p.negative_prompts, steps=p.steps)
+            if opts.emphasis != "Original" and plan.uses_emphasis:
+                p.extra_generation_params["Emphasis"] = opts.emphasis
             time_ids = None
             if model.is_sdxl:
                 time_ids = torch.tensor([[p.height, p.width, 0, 0, p.height, p.width]] * len(p.prompts),
                                         dtype=torch.float32)
-            guidance = denoise.Guidance(cond=cond, uncond=uncond, cfg_scale=float(p.cfg_scale), time_ids=time_ids)
+            guidance = denoise.Guidance(cond=None, uncond=None, cfg_scale=float(p.cfg_scale), time_ids=time_ids,
+                                        plan=plan)
             try:
                 latents = p.sample(model, guidance, p.seeds, p.subseeds, should_stop)
             except denoise.Interrupted:
@@ -811,6 +817,18 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     _run_script_hook(p, "postprocess", res)
     p.close()
     return res
+
+
+def _note_unsupported_networks(p: StableDiffusionProcessing) -> None:
+    """Extra-network tags (<lora:...>) are removed from the prompt; until networks can be applied the
+    run says so instead of silently ignoring them."""
+    data = p.extra_network_data or {}
+    names = [f"<{kind}:{params.items[0]}>" for kind, entries in data.items() for params in entries if params.items]
+    if names:
+        message = "extra networks are not applied yet: " + ", ".join(sorted(set(names)))
+        if message not in (p.comments or {}):
+            log.warning(message)
+            p.comment(message)
 
 
 def _write_params_txt(text: str) -> None:

@@ -271,3 +271,21 @@ def test_invalid_parameter_error_is_a_value_error() -> None:
     with pytest.raises(InvalidParameterError, match=r"denoising_strength is 1\.5"):
         StableDiffusionProcessingImg2Img(init_images=[_picture()], denoising_strength=1.5).validate()
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_prompt_syntax_reaches_the_engine(easel: Path) -> None:
+    plain = process_images(txt2img(prompt="a cat", seed=5, do_not_save_samples=True))
+    weighted = process_images(txt2img(prompt="a (cat:1.4)", seed=5, do_not_save_samples=True))
+    assert np.abs(arr(plain.images[0]) - arr(weighted.images[0])).max() > 0
+    assert "Emphasis" not in weighted.infotexts[0]
+    shared.opts.emphasis = "No norm"
+    res = process_images(txt2img(prompt="a (cat:1.4)", seed=5, do_not_save_samples=True))
+    assert "Emphasis: No norm" in res.infotexts[0]
+
+
+def test_extra_network_tags_are_stripped_and_reported(easel: Path) -> None:
+    tagged = process_images(txt2img(prompt="a cat <lora:style:0.8>", seed=5, do_not_save_samples=True))
+    plain = process_images(txt2img(prompt="a cat ", seed=5, do_not_save_samples=True))
+    assert np.array_equal(arr(tagged.images[0]), arr(plain.images[0]))
+    assert "<lora:style>" in tagged.comments
+    assert tagged.infotexts[0].startswith("a cat <lora:style:0.8>\n")

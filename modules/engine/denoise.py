@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from modules.engine.conditioning import TextConditioning
+from modules.engine.conditioning import GuidancePlan, StepConditioning, TextConditioning
 from modules.engine.model import DiffusionModel
 
 
@@ -30,15 +30,30 @@ class Interrupted(Exception):
 
 @dataclass
 class Guidance:
-    cond: TextConditioning
+    """What steers the sampler: fixed conditioning (`cond`/`uncond`, one row per image) or a
+    `plan` that changes with the step (prompt editing) and may guide an image by several weighted
+    prompts (`a AND b`)."""
+
+    cond: TextConditioning | None
     uncond: TextConditioning | None
     cfg_scale: float
     time_ids: torch.Tensor | None = None
     """SDXL micro-conditioning (B, 6): original size, crop top-left, target size"""
+    plan: GuidancePlan | None = None
 
-    @property
-    def uses_uncond(self) -> bool:
-        return self.uncond is not None and self.cfg_scale != 1.0
+    def at(self, step: int, batch: int) -> StepConditioning:
+        if self.plan is not None:
+            return self.plan.at(step)
+        assert self.cond is not None
+        return StepConditioning(cond=self.cond, weights=[[(b, 1.0)] for b in range(batch)], uncond=self.uncond)
+
+    def needs_uncond(self, step: StepConditioning) -> bool:
+        """The unconditional half can be skipped at CFG 1 when every image's weights sum to 1."""
+        if step.uncond is None:
+            return False
+        if self.cfg_scale != 1.0:
+            return True
+        return any(abs(sum(w for _r, w in ws) - 1.0) > 1e-6 for ws in step.weights)
 
 
 @dataclass
@@ -155,20 +170,27 @@ def sample(
     timesteps = run.timesteps
     total = len(timesteps)
     batch = latents.shape[0]
-    use_uncond = guidance.uses_uncond
-
-    cond_embeds = guidance.cond.embeds
-    uncond_embeds = guidance.uncond.embeds if guidance.uncond is not None else None
-    pooled = guidance.cond.pooled
-    uncond_pooled = guidance.uncond.pooled if guidance.uncond is not None else None
     latents = latents.to(device=device, dtype=torch.float32)
 
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Interrupted()
 
+        step_cond = guidance.at(i, batch)
+        use_uncond = guidance.needs_uncond(step_cond)
+        simple = step_cond.one_row_per_image
+        if simple:
+            cond = step_cond.per_image_cond()
+            image_rows = list(range(batch))
+        else:
+            pairs = [(b, r, w) for b, ws in enumerate(step_cond.weights) for r, w in ws]
+            cond = step_cond.cond.select([r for _b, r, _w in pairs])
+            image_rows = [b for b, _r, _w in pairs]
+        uncond = step_cond.uncond
+
         x = latents
-        text_cond, text_uncond = cond_embeds, uncond_embeds
+        text_cond = cond.embeds
+        text_uncond = uncond.embeds if uncond is not None else None
         img_cond = image_conditioning
         if hooks is not None and hooks.on_denoiser:
             params = DenoiserParams(x, img_cond, t, i, total, text_cond, text_uncond)
@@ -176,23 +198,24 @@ def sample(
                 fn(params)
             x, img_cond, text_cond, text_uncond = params.x, params.image_cond, params.text_cond, params.text_uncond
 
-        if use_uncond:
-            x_in = torch.cat([x, x])
-            embeds = torch.cat([text_uncond, text_cond])
-        else:
-            x_in = x
-            embeds = text_cond
-        x_in = run.scale_model_input(x_in, t)
+        # UNet batch: [uncond rows (one per image)] + [cond rows], as diffusers orders them
+        x_cond = x if simple else x[image_rows]
+        x_in = torch.cat([x, x_cond]) if use_uncond else x_cond
+        embeds = torch.cat([text_uncond, text_cond]) if use_uncond else text_cond
+        x_in = run.scale_model_input(x_in, t) if simple else _scale_rows(run, x_in, t, batch)
         unet_in = x_in
         if img_cond is not None:
-            unet_in = torch.cat([x_in, torch.cat([img_cond, img_cond]) if use_uncond else img_cond], dim=1)
+            ic_cond = img_cond if simple else img_cond[image_rows]
+            unet_in = torch.cat([x_in, torch.cat([img_cond, ic_cond]) if use_uncond else ic_cond], dim=1)
 
         added: dict[str, torch.Tensor] | None = None
         if model.is_sdxl:
-            pooled_in = torch.cat([uncond_pooled, pooled]) if use_uncond else pooled
-            time_ids = guidance.time_ids
-            time_in = torch.cat([time_ids, time_ids]) if use_uncond else time_ids
-            added = {"text_embeds": pooled_in.to(device=device, dtype=dtype), "time_ids": time_in.to(device=device, dtype=dtype)}
+            assert cond.pooled is not None and guidance.time_ids is not None
+            pooled_in = torch.cat([uncond.pooled, cond.pooled]) if use_uncond and uncond is not None else cond.pooled
+            rows = guidance.time_ids if simple else guidance.time_ids[image_rows]
+            time_in = torch.cat([guidance.time_ids, rows]) if use_uncond else rows
+            added = {"text_embeds": pooled_in.to(device=device, dtype=dtype),
+                     "time_ids": time_in.to(device=device, dtype=dtype)}
 
         out = unet(
             unet_in.to(dtype),
@@ -208,15 +231,23 @@ def sample(
                 fn(dparams)
             out = dparams.x
 
-        if use_uncond:
-            out_uncond, out_cond = out.chunk(2)
-            out = out_uncond + guidance.cfg_scale * (out_cond - out_uncond)
+        if simple:
+            if use_uncond:
+                out_uncond, out_cond = out.chunk(2)
+                out = out_uncond + guidance.cfg_scale * (out_cond - out_uncond)
+        else:
+            out = _combine(out, step_cond.weights, batch, guidance.cfg_scale, use_uncond)
         if hooks is not None and hooks.on_after_cfg:
             aparams = AfterCFGParams(out, i, total)
             for fn in hooks.on_after_cfg:
                 fn(aparams)
             out = aparams.x
 
+        x_model = None
+        if on_step is not None:
+            # the scaled input of each image, for the preview's clean estimate (taken before stepping,
+            # since schedulers advance their sigma index in step())
+            x_model = x_in[:batch] if (simple or use_uncond) else _scale_rows(run, x, t, batch)
         latents = run.step(out, t, x)
 
         if blend is not None:
@@ -226,7 +257,6 @@ def sample(
             latents = (1 - blend.mask) * known + blend.mask * latents
 
         if on_step is not None:
-            x_model = x_in[batch:] if use_uncond else x_in
             final_out = out
 
             def denoised(x_model: torch.Tensor = x_model, final_out: torch.Tensor = final_out,
@@ -236,3 +266,37 @@ def sample(
             on_step(StepInfo(i, total, t, latents, denoised))
 
     return latents
+
+
+def _scale_rows(run: Any, x_in: torch.Tensor, t: torch.Tensor, batch: int) -> torch.Tensor:
+    """scale_model_input for rows that are not whole copies of the batch (composable prompts).
+
+    Scaling depends only on the timestep, so every row is scaled as the first image's is.
+    """
+    scaled = [run.scale_model_input(x_in[k:k + 1].expand(batch, *x_in.shape[1:]), t)[:1]
+              for k in range(x_in.shape[0])]
+    return torch.cat(scaled)
+
+
+def _combine(out: torch.Tensor, weights: list[list[tuple[int, float]]], batch: int, cfg_scale: float,
+             use_uncond: bool) -> torch.Tensor:
+    """Composable guidance: uncond + cfg * sum_k w_k (cond_k - uncond), per image."""
+    if use_uncond:
+        out_uncond, out_cond = out[:batch], out[batch:]
+    else:
+        out_uncond, out_cond = None, out
+    results = []
+    k = 0
+    for b, ws in enumerate(weights):
+        if out_uncond is None:
+            acc = torch.zeros_like(out_cond[0])
+            for _r, w in ws:
+                acc = acc + w * out_cond[k]
+                k += 1
+        else:
+            acc = out_uncond[b].clone()
+            for _r, w in ws:
+                acc = acc + cfg_scale * w * (out_cond[k] - out_uncond[b])
+                k += 1
+        results.append(acc)
+    return torch.stack(results)
