@@ -42,9 +42,7 @@ unspecified: Any = object()
 def _manager() -> ModelManager:
     from modules import shared
 
-    if shared.model_manager is None:
-        raise RuntimeError("the model manager is not initialised (modules.shared.initialize() was not called)")
-    return shared.model_manager
+    return shared.require_model_manager()
 
 
 def _manager_or_none() -> ModelManager | None:

@@ -58,6 +58,13 @@ def initialize(args: argparse.Namespace | None = None, *, load_settings: bool = 
     log.info("device policy: %s", policy.describe())
 
 
+def require_model_manager() -> ModelManager:
+    """The model manager, or a clear error when `initialize()` has not run."""
+    if model_manager is None:
+        raise RuntimeError("the model manager is not initialised (modules.shared.initialize() was not called)")
+    return model_manager
+
+
 def __getattr__(name: str) -> Any:
     # `shared.sd_model` is the model in service, loaded on first use as in A1111.
     if name == "sd_model":
