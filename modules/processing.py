@@ -356,9 +356,11 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
     def init(self, model: DiffusionModel) -> None:
         n_images = len(self.init_images)
-        if n_images not in (1, self.batch_size) and n_images < self.batch_size * self.n_iter:
+        if n_images > self.batch_size:
             raise InvalidParameterError(
-                f"{n_images} init images were given for batch size {self.batch_size}; give 1 or {self.batch_size}")
+                f"{n_images} init images were given for batch size {self.batch_size}; give at most {self.batch_size}")
+        if 1 < n_images < self.batch_size:
+            self.batch_size = n_images  # as A1111: a short list of images sets the batch size
         self.image_mask = self.mask
         self.plans = []
         prepared: list[Image.Image] = []
@@ -794,14 +796,14 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
         devices.torch_gc()
     index_of_first_image = 0
     unwanted_grid = len(output_images) < 2 and opts.grid_only_if_multiple
-    if output_images and not unwanted_grid and (opts.return_grid or opts.grid_save):
+    if output_images and not unwanted_grid and not p.do_not_save_grid and (opts.return_grid or opts.grid_save):
         grid = images.image_grid(output_images, p.batch_size)
         grid_text = create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, use_main_prompt=True, index=0)
         if opts.return_grid:
             output_images.insert(0, grid)
             infotexts.insert(0, grid_text)
             index_of_first_image = 1
-        if opts.grid_save and not p.do_not_save_grid:
+        if opts.grid_save:
             images.save_image(grid, p.outpath_grids, "grid", p.all_seeds[0], p.all_prompts[0], opts.grid_format,
                               info=grid_text, short_filename=not opts.grid_extended_filename, p=p, grid=True)
 

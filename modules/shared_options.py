@@ -116,3 +116,10 @@ options_templates.update(options_section(("system", "System"), {
                                  component_args={"minimum": 1, "maximum": 1000, "step": 1}),
     "quicksettings_list": OptionInfo(["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"], "Quicksettings list"),
 }))
+
+options_templates.update(options_section(("api", "API"), {
+    "api_max_pixels": OptionInfo(16777216, "API: most pixels one txt2img/img2img request may ask for (width × height × batch size)",
+                                 component_args={"minimum": 4096, "maximum": 268435456, "step": 4096}, restrict_api=True),
+    "api_max_request_mb": OptionInfo(64, "API: largest request body accepted, in MiB",
+                                     component_args={"minimum": 1, "maximum": 2048, "step": 1}, restrict_api=True),
+}))

@@ -73,6 +73,8 @@ class Job:
     label: str = ""
     """what the job is, for listings (e.g. the prompt)"""
     owner: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    """what the submitter keeps with the job (the API keeps the request and the encoded response)"""
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _listeners: list[Callable[[Job, str], None]] = field(default_factory=list, repr=False)
     _cancel_requested: bool = field(default=False, repr=False)
