@@ -72,6 +72,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Browser tests run last: Playwright's session keeps an event loop on the main thread, which
+    # would stop later tests from starting their own with asyncio.run.
+    items.sort(key=lambda item: "e2e" in item.keywords or "tests/e2e/" in item.nodeid)
+
     import torch
 
     if torch.cuda.is_available():

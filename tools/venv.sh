@@ -28,7 +28,8 @@ easel_prepare_venv() {
     if [ "$venv_dir" = "-" ]; then
         # No virtual environment: install into (and run) the chosen python itself.
         EASEL_PYTHON="$(command -v "$(easel_find_python)")" || exit 1
-        stamp=".easel-installed"
+        mkdir -p tmp  # gitignored
+        stamp="tmp/.easel-installed-system"
     else
         case "$venv_dir" in
             /*) ;;

@@ -1,0 +1,69 @@
+"""The txt2img tab."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from modules import infotext_utils
+from modules.infotext_utils import PasteField
+from modules.ui import output
+from modules.ui.params import GenerationParams, processing_kwargs
+from modules.ui.toprow import Toprow
+from modules.ui_components import ResizeHandleRow
+
+
+@dataclass
+class Txt2ImgTab:
+    toprow: Toprow
+    params: GenerationParams
+    out: output.OutputPanel
+
+
+def build() -> Txt2ImgTab:
+    """Build the tab's contents inside the current `gr.Tab`."""
+    tab = "txt2img"
+    toprow = Toprow(tab).build()
+    params = GenerationParams(tab)
+    with ResizeHandleRow(equal_height=False, elem_id=f"{tab}_extra_tabs"):
+        with gr.Column(elem_id=f"{tab}_settings", scale=1, min_width=420, elem_classes="settings-column"):
+            params.build_sampler()
+            params.build_size()
+            params.build_cfg()
+            params.build_seed()
+            params.build_override()
+        with gr.Column(scale=1, min_width=380):
+            out = output.OutputPanel(tab).build()
+
+    toprow.connect_token_counters(params.steps)
+    params.connect_reuse(out.generation_info, out.selected)
+    named = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, **params.components()}
+    names = list(named)
+
+    def generate(request: gr.Request, *values: Any):  # type: ignore[no-untyped-def]
+        from modules.processing import StableDiffusionProcessingTxt2Img
+
+        given = dict(zip(names, values, strict=True))
+
+        def make_p() -> Any:
+            return StableDiffusionProcessingTxt2Img(
+                prompt=given["prompt"] or "", negative_prompt=given["negative_prompt"] or "",
+                **processing_kwargs(given))
+
+        yield from output.run_generation(request.session_hash or "anonymous", tab, make_p)
+
+    toprow.generate.click(fn=generate, inputs=list(named.values()), outputs=out.outputs(toprow),
+                          show_progress="hidden", concurrency_limit=None, api_name=False)
+    output.connect_controls(toprow, tab)
+
+    fields = [
+        PasteField(toprow.prompt, "Prompt", api="prompt"),
+        PasteField(toprow.negative_prompt, "Negative prompt", api="negative_prompt"),
+        *params.paste_fields(),
+    ]
+    infotext_utils.add_paste_fields(tab, None, fields, params.override_settings)
+    infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+        paste_button=toprow.paste, tabname=tab, source_text_component=toprow.prompt, source_tabname=tab))
+    return Txt2ImgTab(toprow, params, out)

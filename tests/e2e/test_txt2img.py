@@ -1,0 +1,117 @@
+"""txt2img in the browser: generate, infotext, interrupt, two tabs at once, the ↙ button."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+
+from conftest import REPO, screenshot
+from helpers import (
+    field_value,
+    generate,
+    images_under,
+    parameters_of,
+    set_number,
+    set_text,
+    wait_for_new_image,
+    wait_generation_done,
+)
+
+SERVER_ARGS = ["--api"]
+
+
+def test_generate_saves_png_with_infotext(server, open_page):
+    rec = open_page()
+    page = rec.page
+    # ui-config.json set 64x64 and 4 steps for the tiny model; the page must show them.
+    assert field_value(page, "txt2img_width") == "64"
+    assert field_value(page, "txt2img_steps") == "4"
+    page.wait_for_selector("#model_status .model-status-ready", timeout=60_000)
+
+    set_text(page, "txt2img_prompt", "a red apple on a table")
+    set_text(page, "txt2img_neg_prompt", "blurry")
+    set_number(page, "txt2img_seed", 1234)
+    set_number(page, "txt2img_cfg_scale", 6.5)
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.includes('/75')")
+    counter = page.locator("#txt2img_token_counter").inner_text()
+    assert re.match(r"^\d+/75$", counter.strip()) and counter.strip() != "0/75"
+
+    outputs = server.data_dir / "outputs" / "txt2img-images"
+    before = images_under(outputs)
+    generate(page, "txt2img")
+    page.wait_for_selector("#txt2img_gallery img", timeout=30_000)
+
+    saved = wait_for_new_image(outputs, before)
+    text = parameters_of(saved)
+    lines = text.split("\n")
+    assert lines[0] == "a red apple on a table"
+    assert lines[1] == "Negative prompt: blurry"
+    assert "Steps: 4, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 64x64" in lines[2]
+    assert "Model: tiny-sd1" in lines[2]
+    shown = page.locator("#html_info_txt2img").inner_text()
+    assert "Seed: 1234" in shown and "a red apple on a table" in shown
+    assert (server.data_dir / "params.txt").read_text(encoding="utf8") == text
+
+    page.wait_for_timeout(300)
+    shot = screenshot(page, "txt2img-after-generate")
+    (REPO / "docs").mkdir(exist_ok=True)
+    shutil.copy(shot, REPO / "docs" / "screenshot.png")
+    rec.check_clean()
+
+
+def test_paste_button_reads_last_generation(server, open_page):
+    page = open_page().page
+    if not (server.data_dir / "params.txt").exists():
+        set_text(page, "txt2img_prompt", "a lighthouse")
+        set_number(page, "txt2img_seed", 77)
+        generate(page, "txt2img")
+        page.reload()
+        page.wait_for_selector("#txt2img_generate")
+    last = (server.data_dir / "params.txt").read_text(encoding="utf8")
+    seed = re.search(r"Seed: (\d+)", last).group(1)
+    page.locator("#txt2img_paste").click()
+    page.wait_for_function(f"document.querySelector('#txt2img_seed input').value === '{seed}'", timeout=10_000)
+    assert field_value(page, "txt2img_prompt") == last.split("\n")[0]
+
+
+def test_interrupt_stops_a_long_job(server, open_page):
+    rec = open_page()
+    page = rec.page
+    set_text(page, "txt2img_prompt", "a long job")
+    set_number(page, "txt2img_steps", 150)
+    set_number(page, "txt2img_width", 256)
+    set_number(page, "txt2img_height", 256)
+    outputs = server.data_dir / "outputs" / "txt2img-images"
+    before = images_under(outputs)
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function("(document.querySelector('#txt2img_progress')||{innerText:''}).innerText.includes('Step')",
+                           timeout=60_000)
+    progress_text = page.locator("#txt2img_progress").inner_text()
+    assert re.search(r"Step \d+/150", progress_text), progress_text
+    assert "%" in progress_text
+    screenshot(page, "txt2img-progress")
+    started = time.time()
+    page.locator("#txt2img_interrupt").click()
+    wait_generation_done(page, "txt2img", timeout=30_000)
+    assert time.time() - started < 20
+    time.sleep(0.5)
+    assert images_under(outputs) == before, "an interrupted first image must not be saved"
+    assert "Interrupted" in page.locator("#html_log_txt2img").inner_text()
+    rec.check_clean()
+
+
+def test_two_tabs_generate_at_once(server, open_page):
+    one, two = open_page(), open_page()
+    for rec, prompt, seed in ((one, "first tab prompt", 111), (two, "second tab prompt", 222)):
+        set_text(rec.page, "txt2img_prompt", prompt)
+        set_number(rec.page, "txt2img_seed", seed)
+        set_number(rec.page, "txt2img_steps", 12)
+    one.page.locator("#txt2img_generate").click()
+    two.page.locator("#txt2img_generate").click()
+    for rec, prompt, seed in ((one, "first tab prompt", 111), (two, "second tab prompt", 222)):
+        wait_generation_done(rec.page, "txt2img")
+        rec.page.wait_for_selector("#txt2img_gallery img", timeout=30_000)
+        info = rec.page.locator("#html_info_txt2img").inner_text()
+        assert prompt in info and f"Seed: {seed}" in info, info
+        rec.check_clean()
