@@ -215,6 +215,13 @@ class StableDiffusionProcessing:
         if len(self.all_prompts) != len(self.all_negative_prompts):
             raise InvalidParameterError(
                 f"{len(self.all_prompts)} prompts but {len(self.all_negative_prompts)} negative prompts were given")
+        if self.styles:
+            from modules import styles
+
+            database = styles.default_database()
+            self.all_prompts = [database.apply_styles_to_prompt(x, self.styles) for x in self.all_prompts]
+            self.all_negative_prompts = [database.apply_negative_styles_to_prompt(x, self.styles)
+                                         for x in self.all_negative_prompts]
         self.main_prompt = self.all_prompts[0]
         self.main_negative_prompt = self.all_negative_prompts[0]
 
@@ -362,6 +369,8 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         if 1 < n_images < self.batch_size:
             self.batch_size = n_images  # as A1111: a short list of images sets the batch size
         self.image_mask = self.mask
+        if self.mask is not None:
+            self._note_inpaint_params()
         self.plans = []
         prepared: list[Image.Image] = []
         latent_masks: list[Image.Image] = []
@@ -398,6 +407,26 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             self.nmask = lm.to(model.device)
             if model.is_inpaint:
                 self.image_conditioning = self._inpaint_conditioning(model, pixels, latent_masks)
+
+    def _note_inpaint_params(self) -> None:
+        """Inpainting settings in the infotext, under A1111's keys (written only where they differ from
+        the defaults a reader assumes: Mask mode "Inpaint masked", Masked content "original", Inpaint
+        area "Whole picture")."""
+        extra = self.extra_generation_params
+        if self.mask_blur_x == self.mask_blur_y:
+            if self.mask_blur_x > 0:
+                extra["Mask blur"] = self.mask_blur_x
+        else:
+            extra["Mask blur x"] = self.mask_blur_x
+            extra["Mask blur y"] = self.mask_blur_y
+        if self.inpainting_mask_invert:
+            extra["Mask mode"] = "Inpaint not masked"
+        fill_names = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+        if self.inpainting_fill != 1:
+            extra["Masked content"] = fill_names[int(self.inpainting_fill)]
+        if self.inpaint_full_res:
+            extra["Inpaint area"] = "Only masked"
+            extra["Masked area padding"] = self.inpaint_full_res_padding
 
     def _inpaint_conditioning(self, model: DiffusionModel, pixels: torch.Tensor,
                               pixel_masks: list[Image.Image]) -> torch.Tensor:
@@ -759,7 +788,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                              subseeds=p.subseeds)
 
             p.prompts, p.extra_network_data = extra_networks.parse_prompts(p.prompts)
-            _note_unsupported_networks(p)
+            _activate_extra_networks(p, model)
             plan = conditioning.GuidancePlan(encoder, p.prompts, p.negative_prompts, steps=p.steps)
             if opts.emphasis != "Original" and plan.uses_emphasis:
                 p.extra_generation_params["Emphasis"] = opts.emphasis
@@ -821,16 +850,22 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     return res
 
 
-def _note_unsupported_networks(p: StableDiffusionProcessing) -> None:
-    """Extra-network tags (<lora:...>) are removed from the prompt; until networks can be applied the
-    run says so instead of silently ignoring them."""
-    data = p.extra_network_data or {}
-    names = [f"<{kind}:{params.items[0]}>" for kind, entries in data.items() for params in entries if params.items]
-    if names:
-        message = "extra networks are not applied yet: " + ", ".join(sorted(set(names)))
-        if message not in (p.comments or {}):
-            log.warning(message)
-            p.comment(message)
+def _activate_extra_networks(p: StableDiffusionProcessing, model: DiffusionModel) -> None:
+    """Before the batch's conditioning is built: merge the LoRAs its first prompt names (and take
+    out those it no longer names), make the embeddings folder resolve in prompts, and record
+    ``Lora hashes`` / ``TI hashes`` for the infotext. Unknown or unusable networks leave a warning
+    on the run (p.comment) and in the log; the generation goes on without them."""
+    from modules import networks, textual_inversion
+
+    networks.activate(p, model)
+    vocabulary = textual_inversion.attach(model, textual_inversion.default_database(),
+                                          refresh=not p.do_not_reload_embeddings)
+    used = vocabulary.used_in([*p.prompts, *p.negative_prompts], model.tokenizer)
+    ti_hashes = textual_inversion.ti_hashes_value(used)
+    if ti_hashes and getattr(shared.opts, "textual_inversion_add_hashes_to_infotext", True):
+        p.extra_generation_params["TI hashes"] = ti_hashes
+    else:
+        p.extra_generation_params.pop("TI hashes", None)
 
 
 def _write_params_txt(text: str) -> None:

@@ -71,4 +71,8 @@ def __getattr__(name: str) -> Any:
         if model_manager is None:
             return None
         return model_manager.current_model(load=True)
+    if name == "prompt_styles":
+        from modules import styles
+
+        return styles.default_database()
     raise AttributeError(f"module 'modules.shared' has no attribute {name!r}")

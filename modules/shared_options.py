@@ -69,6 +69,18 @@ options_templates.update(options_section(("sd", "Stable Diffusion"), {
     "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts of the input image with this color"),
 }))
 
+options_templates.update(options_section(("extra_networks", "Extra Networks"), {
+    "sd_lora": OptionInfo("None", "Add network to prompt"),
+    "lora_preferred_name": OptionInfo("Alias from file", "When adding to prompt, refer to Lora by",
+                                      component_args={"choices": ["Alias from file", "Filename"]}),
+    "lora_add_hashes_to_infotext": OptionInfo(True, "Add Lora hashes to infotext"),
+    "lora_in_memory_limit": OptionInfo(0, "Number of Lora networks to keep cached in memory",
+                                       component_args={"minimum": 0, "maximum": 100, "step": 1}),
+    "textual_inversion_add_hashes_to_infotext": OptionInfo(True, "Add Textual Inversion hashes to infotext"),
+    "infotext_styles": OptionInfo("Apply if any", "Infer styles from prompts of pasted infotext",
+                                  component_args={"choices": ["Ignore", "Apply", "Discard", "Apply if any"]}),
+}))
+
 options_templates.update(options_section(("vae", "VAE"), {
     "sd_vae": OptionInfo("Automatic", "SD VAE", infotext="VAE"),
     "sd_vae_overrides_per_model_preferences": OptionInfo(True, "Selected VAE overrides per-model preferences"),

@@ -227,6 +227,11 @@ def test_inpaint_keeps_pixels_outside_the_mask(easel: Path, checkpoint: str, ful
                                          prompt="a red circle", seed=4, steps=6, denoising_strength=0.9,
                                          width=64, height=64, sampler_name="Euler a", do_not_save_samples=True)
     res = process_images(p)
+    text = res.infotexts[0]
+    assert "Mask blur: 4" in text and "Masked content" not in text
+    assert ("Inpaint area: Only masked, Masked area padding: 8" in text) == full_res
+    parsed = infotext_utils.parse_generation_parameters(text)
+    assert parsed["Inpaint area"] == ("Only masked" if full_res else "Whole picture")
     out = arr(res.images[0])
     blurred_reach = np.zeros((64, 64), dtype=bool)
     blurred_reach[16 - 12:56 + 12, 16 - 12:48 + 12] = True  # the mask grown by the blur's reach
@@ -283,9 +288,10 @@ def test_prompt_syntax_reaches_the_engine(easel: Path) -> None:
     assert "Emphasis: No norm" in res.infotexts[0]
 
 
-def test_extra_network_tags_are_stripped_and_reported(easel: Path) -> None:
-    tagged = process_images(txt2img(prompt="a cat <lora:style:0.8>", seed=5, do_not_save_samples=True))
+def test_an_unknown_lora_is_stripped_reported_and_the_run_goes_on(easel: Path) -> None:
+    tagged = process_images(txt2img(prompt="a cat <lora:nosuchnet:0.8>", seed=5, do_not_save_samples=True))
     plain = process_images(txt2img(prompt="a cat ", seed=5, do_not_save_samples=True))
     assert np.array_equal(arr(tagged.images[0]), arr(plain.images[0]))
-    assert "<lora:style>" in tagged.comments
-    assert tagged.infotexts[0].startswith("a cat <lora:style:0.8>\n")
+    assert "nosuchnet" in tagged.comments
+    assert tagged.infotexts[0].startswith("a cat <lora:nosuchnet:0.8>\n")
+    assert "Lora hashes" not in tagged.infotexts[0]

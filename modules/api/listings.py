@@ -14,8 +14,6 @@ from typing import Any
 import torch
 
 from modules import shared
-from modules.model_manager.registry import read_metadata
-from modules.model_manager.safe_load import CheckpointReadError, read_safetensors_header
 
 # Flags whose values are secrets: never sent, only whether they are set (A1111 issue #17411).
 SECRET_FLAGS = {"api_auth", "gradio_auth", "ngrok", "ngrok_options"}
@@ -58,78 +56,18 @@ def sd_vaes() -> list[dict[str, Any]]:
 
 
 def loras() -> list[dict[str, Any]]:
-    """`/sdapi/v1/loras`: name and alias are the file stem (A1111's default naming), with metadata."""
-    mm = shared.model_manager
-    if mm is None:
-        return []
-    out = []
-    for path in mm.loras():
-        metadata = read_metadata(path) if path.suffix.lower() == ".safetensors" else {}
-        out.append({"name": path.stem, "alias": path.stem, "path": str(path), "metadata": metadata})
-    return out
+    """`/sdapi/v1/loras`: name, alias (`ss_output_name`), path and metadata of each LoRA file."""
+    from modules import networks
 
-
-def _embedding_vectors(path: Path) -> tuple[dict[str, list[int]], dict[str, Any]]:
-    """Tensor shapes of an embedding file and its training details, without loading big data."""
-    if path.suffix.lower() == ".safetensors":
-        shapes, meta = read_safetensors_header(path)
-        return {k: v[0] for k, v in shapes.items()}, dict(meta)
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict):
-        raise CheckpointReadError(f"{path} does not hold an embedding")
-    details = {k: data.get(k) for k in ("step", "sd_checkpoint", "sd_checkpoint_name")}
-    params = data.get("string_to_param")
-    if isinstance(params, dict) and params:
-        tensors = {str(k): v for k, v in params.items()}
-    elif "emb_params" in data:
-        tensors = {"emb_params": data["emb_params"]}
-    else:
-        tensors = {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
-    return {k: list(v.shape) for k, v in tensors.items() if isinstance(v, torch.Tensor)}, details
-
-
-def _text_dims() -> set[int] | None:
-    """Embedding widths the model in service accepts (None when no model is loaded)."""
-    mm = shared.model_manager
-    model = mm.current_model(load=False) if mm is not None else None
-    if model is None:
-        return None
-    dims = set()
-    for encoder in (getattr(model, "text_encoder", None), getattr(model, "text_encoder_2", None)):
-        hidden = getattr(getattr(encoder, "config", None), "hidden_size", None)
-        if hidden:
-            dims.add(int(hidden))
-    return dims or None
+    return networks.list_loras()
 
 
 def embeddings() -> dict[str, dict[str, Any]]:
-    """`/sdapi/v1/embeddings`: files whose width fits the model in service are "loaded", the others
-    (and unreadable files) "skipped"; with no model loaded every readable file counts as loaded."""
-    mm = shared.model_manager
-    loaded: dict[str, Any] = {}
-    skipped: dict[str, Any] = {}
-    if mm is None:
-        return {"loaded": loaded, "skipped": skipped}
-    dims = _text_dims()
-    for path in mm.embeddings():
-        try:
-            shapes, details = _embedding_vectors(path)
-        except Exception:  # a broken file is listed as skipped, never breaks the listing
-            skipped[path.stem] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 0,
-                                  "vectors": 0}
-            continue
-        first = next(iter(shapes.values()), [0, 0])
-        width = int(first[-1]) if first else 0
-        vectors = int(first[0]) if len(first) > 1 else 1
-        step = details.get("step")
-        item = {"step": int(step) if isinstance(step, (int, str)) and str(step).isdigit() else None,
-                "sd_checkpoint": _str_or_none(details.get("sd_checkpoint")),
-                "sd_checkpoint_name": _str_or_none(details.get("sd_checkpoint_name")),
-                "shape": width, "vectors": vectors}
-        widths = {int(s[-1]) for s in shapes.values() if s}
-        fits = dims is None or bool(widths & dims)
-        (loaded if fits else skipped)[path.stem] = item
-    return {"loaded": loaded, "skipped": skipped}
+    """`/sdapi/v1/embeddings`: {loaded, skipped} for the model in service."""
+    from modules import textual_inversion
+
+    return textual_inversion.list_embeddings()
+
 
 
 def _str_or_none(v: Any) -> str | None:

@@ -242,7 +242,9 @@ def build_router(args: argparse.Namespace) -> APIRouter:
     @r.get("/prompt-styles", response_model=list[m.PromptStyleItem])
     @guard
     async def get_prompt_styles() -> Any:
-        return []
+        from modules import styles
+
+        return await run_in_threadpool(lambda: styles.default_database().api_list())
 
     @r.get("/scripts", response_model=m.ScriptsList)
     @guard
@@ -283,13 +285,17 @@ def build_router(args: argparse.Namespace) -> APIRouter:
     @r.post("/refresh-loras")
     @guard
     async def refresh_loras() -> Any:
-        await _refresh()
+        from modules import networks
+
+        await run_in_threadpool(networks.refresh_loras)
         return None
 
     @r.post("/refresh-embeddings")
     @guard
     async def refresh_embeddings() -> Any:
-        await _refresh()
+        from modules import textual_inversion
+
+        await run_in_threadpool(textual_inversion.refresh_embeddings)
         return None
 
     @r.post("/unload-checkpoint")

@@ -19,14 +19,25 @@ encoder for the first chunk.
 Prompt editing (`[a:b:when]`, `[a|b]`) and composable prompts (`a AND b :0.5`) are handled by
 `PromptPlan`: every distinct text is encoded once, and the plan gives the conditioning rows and
 their guidance weights at each step. Encodings are cached per model by (text, clip skip, emphasis,
-backtrack), so repeated prompts across images, steps, batches and runs are encoded once.
+backtrack, text-encoder state), so repeated prompts across images, steps, batches and runs are
+encoded once.
+
+Textual-inversion embeddings resolve here: when `model.extra["embeddings"]` holds a vocabulary
+(`modules.textual_inversion.attach`), an embedding's name in a prompt becomes as many token slots
+as it has vectors. As in A1111 an embedding is never split across chunks: one that does not fit in
+the rest of a chunk starts the next. The slots are encoded with the embedding's vectors in place of
+token embeddings (a forward hook on the encoder's input embedding layer, held only during the
+call); positions and the causal mask are those of ordinary tokens. The cache key carries the
+vocabulary's identity and the networks merged into the text encoder (`text_encoder_state`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -34,6 +45,9 @@ from modules import prompt_parser
 from modules.engine.model import DiffusionModel
 
 CHUNK_TOKENS = 75
+EMBEDDING_SLOT_TOKEN = 0
+"""Token id in an embedding's slots; the hook replaces its embedding, and being below EOS keeps
+the pooled output (taken at the highest id by older CLIP configs) at the EOS token."""
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 _CACHE_SIZE = 256
 
@@ -80,6 +94,8 @@ def concat(items: Sequence[TextConditioning]) -> TextConditioning:
 class TokenChunk:
     tokens: list[int]
     weights: list[float]
+    fixes: list[tuple[int, Any]] = field(default_factory=list)
+    """(offset in `tokens`, embedding) for each embedding placed in the chunk"""
 
 
 class PromptEncoder:
@@ -106,37 +122,61 @@ class PromptEncoder:
         """Token ids of `text` without BOS/EOS and without truncation."""
         return list(self.model.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
+    def _vocabulary(self) -> Any:
+        return self.model.extra.get("embeddings")
+
     def chunks(self, text: str) -> list[TokenChunk]:
         """The prompt as A1111 cuts it: weighted tokens in chunks of at most 75."""
         parsed = [[text, 1.0]] if self.emphasis == "None" else prompt_parser.parse_prompt_attention(text)
+        vocab = self._vocabulary()
+        if vocab is not None and not len(vocab):
+            vocab = None
         chunks: list[TokenChunk] = []
         tokens: list[int] = []
         weights: list[float] = []
+        fixes: list[tuple[int, Any]] = []
         last_comma = -1
 
         def next_chunk() -> None:
-            nonlocal tokens, weights, last_comma
-            chunks.append(TokenChunk(tokens, weights))
-            tokens, weights, last_comma = [], [], -1
+            nonlocal tokens, weights, fixes, last_comma
+            chunks.append(TokenChunk(tokens, weights, fixes))
+            tokens, weights, fixes, last_comma = [], [], [], -1
 
         for fragment, weight in parsed:
             if fragment == "BREAK" and weight == -1:
                 next_chunk()
                 continue
-            for token in self.tokenize(fragment):
+            ids = self.tokenize(fragment)
+            position = 0
+            while position < len(ids):
+                token = ids[position]
                 if token == self._comma:
                     last_comma = len(tokens)
                 elif (self.backtrack and len(tokens) == CHUNK_TOKENS and last_comma != -1
                       and len(tokens) - last_comma <= self.backtrack):
                     cut = last_comma + 1
                     moved_tokens, moved_weights = tokens[cut:], weights[cut:]
+                    moved_fixes = [(offset - cut, emb) for offset, emb in fixes if offset >= cut]
                     tokens, weights = tokens[:cut], weights[:cut]
+                    fixes = [(offset, emb) for offset, emb in fixes if offset < cut]
                     next_chunk()
-                    tokens, weights = moved_tokens, moved_weights
+                    tokens, weights, fixes = moved_tokens, moved_weights, moved_fixes
                 if len(tokens) == CHUNK_TOKENS:
                     next_chunk()
-                tokens.append(token)
-                weights.append(float(weight))
+                hit = vocab.find(ids, position) if vocab is not None else None
+                if hit is None:
+                    tokens.append(token)
+                    weights.append(float(weight))
+                    position += 1
+                    continue
+                embedding, name_tokens = hit
+                slots = min(int(embedding.vectors), CHUNK_TOKENS)
+                if len(tokens) + slots > CHUNK_TOKENS:
+                    next_chunk()
+                fixes.append((len(tokens), embedding))
+                tokens.extend([EMBEDDING_SLOT_TOKEN] * slots)
+                weights.extend([float(weight)] * slots)
+                position += name_tokens
         if tokens or not chunks:
             next_chunk()
         return chunks
@@ -155,6 +195,29 @@ class PromptEncoder:
         return framed + [pad] * (CHUNK_TOKENS + 2 - len(framed))
 
     # --- encoding ------------------------------------------------------------------------------------
+    @staticmethod
+    @contextmanager
+    def _embeddings_in(encoder, chunks: list[TokenChunk], encoder_index: int) -> Iterator[None]:  # type: ignore[no-untyped-def]
+        """While encoding, replace the token embeddings of embedding slots with their vectors."""
+        rows = [(c, offset, emb) for c, chunk in enumerate(chunks) for offset, emb in chunk.fixes]
+        if not rows:
+            yield
+            return
+
+        def substitute(_module, _args, output: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            output = output.clone()
+            for c, offset, emb in rows:
+                vectors = emb.vectors_for(encoder_index)
+                n = min(int(vectors.shape[0]), output.shape[1] - 2 - offset)
+                output[c, 1 + offset:1 + offset + n] = vectors[:n].to(output)  # +1: after BOS
+            return output
+
+        handle = encoder.get_input_embeddings().register_forward_hook(substitute)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     def _hidden(self, encoder, ids: torch.Tensor, *, sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # type: ignore[no-untyped-def]
         if sdxl:
             out = encoder(ids, output_hidden_states=True)
@@ -185,13 +248,16 @@ class PromptEncoder:
         ids = torch.tensor([self._frame(model.tokenizer, c.tokens) for c in chunks], dtype=torch.long,
                            device=model.text_encoder.device)
         if not model.is_sdxl:
-            h, _ = self._hidden(model.text_encoder, ids, sdxl=False)
+            with self._embeddings_in(model.text_encoder, chunks, 0):
+                h, _ = self._hidden(model.text_encoder, ids, sdxl=False)
             h = self._emphasize(h, weights.to(h.device))
             return TextConditioning(h.reshape(1, -1, h.shape[-1]))
         ids2 = torch.tensor([self._frame(model.tokenizer_2, c.tokens) for c in chunks], dtype=torch.long,
                             device=model.text_encoder_2.device)
-        h1, _ = self._hidden(model.text_encoder, ids, sdxl=True)
-        h2, pooled = self._hidden(model.text_encoder_2, ids2, sdxl=True)
+        with self._embeddings_in(model.text_encoder, chunks, 0):
+            h1, _ = self._hidden(model.text_encoder, ids, sdxl=True)
+        with self._embeddings_in(model.text_encoder_2, chunks, 1):
+            h2, pooled = self._hidden(model.text_encoder_2, ids2, sdxl=True)
         h1 = self._emphasize(h1, weights.to(h1.device))
         h2 = self._emphasize(h2, weights.to(h2.device)).to(h1.device)
         h = torch.cat([h1, h2], dim=-1)
@@ -200,7 +266,9 @@ class PromptEncoder:
 
     def encode_one(self, text: str) -> TextConditioning:
         """One prompt (no editing syntax, no AND) -> (1, 77*k, D)."""
-        key = (text, self.clip_skip, self.emphasis, self.backtrack)
+        vocab = self._vocabulary()
+        key = (text, self.clip_skip, self.emphasis, self.backtrack, getattr(vocab, "identity", None),
+               self.model.extra.get("text_encoder_state"))
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)

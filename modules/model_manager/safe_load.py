@@ -188,7 +188,9 @@ def _looks_like_lfs_pointer(path: Path) -> bool:
         return False
 
 
-def _read_pickle(path: Path, allow_unsafe: bool) -> Any:
+def read_pickle(path: Path, allow_unsafe: bool = False) -> Any:
+    """Unpickle a torch file through the weights-only unpickler (the allowlist above); raises
+    UnsafeCheckpointError / CheckpointReadError."""
     try:
         if allow_unsafe:
             log.warning("loading %s with the full unpickler (--disable-safe-unpickle)", path.name)
@@ -243,7 +245,7 @@ def read_state_dict(path: str | Path, *, allow_unsafe: bool = False) -> dict[str
                 raise CheckpointReadError(f"{path} is a Git LFS pointer, not the model itself") from e
             raise CheckpointReadError(f"{path} is not a readable safetensors file: {_first_line(e)}") from e
     elif suffix in PICKLE_SUFFIXES:
-        sd = _read_pickle(path, allow_unsafe)
+        sd = read_pickle(path, allow_unsafe)
     else:
         raise CheckpointReadError(f"{path}: unsupported checkpoint format {suffix!r}")
 

@@ -378,7 +378,8 @@ def test_loras_and_embeddings_follow_the_folders(srv: Server) -> None:
     save_file({"emb_params": torch.zeros(3, 32)}, str(emb_dir / "tok.safetensors"))
     assert srv.post("/sdapi/v1/refresh-loras").status_code == 200
     loras = srv.get("/sdapi/v1/loras").json()
-    assert loras == [{"name": "my_style", "alias": "my_style", "path": str(lora_dir / "my_style.safetensors"),
+    # the alias is the network's own name from its metadata (ss_output_name), as A1111 lists it
+    assert loras == [{"name": "my_style", "alias": "mystyle", "path": str(lora_dir / "my_style.safetensors"),
                       "metadata": {"ss_output_name": "mystyle"}}]
     embeddings = srv.get("/sdapi/v1/embeddings").json()
     item = {**embeddings["loaded"], **embeddings["skipped"]}["tok"]
