@@ -13,7 +13,28 @@
         "img2img_reuse_seed": "Reuse seed from last generation",
         "txt2img_res_switch_btn": "Switch width/height",
         "img2img_res_switch_btn": "Switch width/height",
-        "refresh_sd_model_checkpoint": "Rescan the model folders"
+        "refresh_sd_model_checkpoint": "Rescan the model folders",
+        "txt2img_style_apply": "Apply all selected styles to prompts",
+        "img2img_style_apply": "Apply all selected styles to prompts",
+        "txt2img_styles_edit_button": "Edit styles",
+        "img2img_styles_edit_button": "Edit styles",
+        "txt2img_edit_style_save": "Save the current prompt and negative prompt as this style",
+        "img2img_edit_style_save": "Save the current prompt and negative prompt as this style",
+        "txt2img_edit_style_delete": "Delete this style",
+        "img2img_edit_style_delete": "Delete this style"
+    };
+    ["txt2img", "img2img"].forEach(function (tab) {
+        ["lora", "textual_inversion", "checkpoints"].forEach(function (page) {
+            hints[tab + "_" + page + "_extra_refresh"] = "Rescan the folder";
+        });
+    });
+
+    // Gradio's dropdown has no placeholder of its own; an empty Styles box should still say what it is.
+    var placeholders = {
+        "txt2img_styles": "Styles",
+        "img2img_styles": "Styles",
+        "txt2img_edit_style_name": "Style name",
+        "img2img_edit_style_name": "Style name"
     };
 
     function applyHints() {
@@ -21,6 +42,12 @@
             var el = document.getElementById(id);
             if (el && !el.title) {
                 el.title = hints[id];
+            }
+        });
+        Object.keys(placeholders).forEach(function (id) {
+            var input = document.querySelector("#" + id + " input");
+            if (input && !input.placeholder) {
+                input.placeholder = placeholders[id];
             }
         });
     }

@@ -19,6 +19,9 @@ REFRESH_SYMBOL = "\U0001f504"  # 🔄
 SWITCH_SYMBOL = "\u21c5"  # ⇅
 CLEAR_SYMBOL = "\U0001f5d1\ufe0f"  # 🗑️
 FOLDER_SYMBOL = "\U0001f4c2"  # 📂
+APPLY_STYLES_SYMBOL = "\U0001f4cb"  # 📋
+EDIT_STYLES_SYMBOL = "\U0001f58c\ufe0f"  # 🖌️
+SAVE_SYMBOL = "\U0001f4be"  # 💾
 
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]

@@ -15,7 +15,7 @@ from PIL import Image, ImageChops
 
 from modules import infotext_utils
 from modules.infotext_utils import PasteField
-from modules.ui import common, output
+from modules.ui import common, extra_networks, output
 from modules.ui.params import GenerationParams, processing_kwargs
 from modules.ui.toprow import Toprow
 from modules.ui_components import FormRow, ResizeHandleRow
@@ -39,6 +39,8 @@ class Img2ImgTab:
     init_img: Any
     inpaint_editor: Any
     inpaint_controls: Any
+    networks: extra_networks.ExtraNetworksPages | None = None
+    settings_tabs: Any = None
 
 
 def mask_from_layers(size: tuple[int, int], layers: list[Image.Image]) -> Image.Image:
@@ -105,49 +107,53 @@ def build() -> Img2ImgTab:
     params = GenerationParams(tab)
     mode = gr.State(0)
     with ResizeHandleRow(equal_height=False):
-        with gr.Column(elem_id=f"{tab}_settings", scale=1, min_width=420, elem_classes="settings-column"):
-            with gr.Tabs(elem_id="mode_img2img", selected=MODE_TAB_IDS["img2img"]) as mode_tabs:
-                with gr.Tab("img2img", id=MODE_TAB_IDS["img2img"], elem_id="img2img_img2img_tab") as t0:
-                    init_img = gr.Image(label="Image for img2img", elem_id="img2img_image", type="pil",
-                                        image_mode="RGBA", sources=["upload", "clipboard"], height=420)
-                with gr.Tab("Inpaint", id=MODE_TAB_IDS["inpaint"], elem_id="img2img_inpaint_tab") as t1:
-                    editor = gr.ImageEditor(
-                        label="Image for inpainting with mask", elem_id="img2maskimg", type="pil",
-                        image_mode="RGBA", sources=["upload", "clipboard"], height=460, layers=False,
-                        brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed",
-                                       default_size=24),
-                        eraser=gr.Eraser(default_size=24), transforms=(), format="png")
-                with gr.Tab("Inpaint upload", id=MODE_TAB_IDS["inpaint_upload"],
-                            elem_id="img2img_inpaint_upload_tab") as t2:
-                    upload_base = gr.Image(label="Image for img2img", elem_id="img_inpaint_base", type="pil",
-                                           image_mode="RGBA", sources=["upload", "clipboard"], height=300)
-                    upload_mask = gr.Image(label="Mask", elem_id="img_inpaint_mask", type="pil",
-                                           image_mode="RGBA", sources=["upload", "clipboard"], height=300)
+        with gr.Column(elem_id=f"{tab}_settings", scale=1, min_width=420, elem_classes="settings-column"), \
+                gr.Tabs(elem_id=f"{tab}_settings_tabs", selected=f"{tab}_generation",
+                        elem_classes="settings-tabs") as settings_tabs:
+                with gr.Tab("Generation", id=f"{tab}_generation", elem_id=f"{tab}_generation_tab"):
+                    with gr.Tabs(elem_id="mode_img2img", selected=MODE_TAB_IDS["img2img"]) as mode_tabs:
+                        with gr.Tab("img2img", id=MODE_TAB_IDS["img2img"], elem_id="img2img_img2img_tab") as t0:
+                            init_img = gr.Image(label="Image for img2img", elem_id="img2img_image", type="pil",
+                                                image_mode="RGBA", sources=["upload", "clipboard"], height=420)
+                        with gr.Tab("Inpaint", id=MODE_TAB_IDS["inpaint"], elem_id="img2img_inpaint_tab") as t1:
+                            editor = gr.ImageEditor(
+                                label="Image for inpainting with mask", elem_id="img2maskimg", type="pil",
+                                image_mode="RGBA", sources=["upload", "clipboard"], height=460, layers=False,
+                                brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed",
+                                               default_size=24),
+                                eraser=gr.Eraser(default_size=24), transforms=(), format="png")
+                        with gr.Tab("Inpaint upload", id=MODE_TAB_IDS["inpaint_upload"],
+                                    elem_id="img2img_inpaint_upload_tab") as t2:
+                            upload_base = gr.Image(label="Image for img2img", elem_id="img_inpaint_base", type="pil",
+                                                   image_mode="RGBA", sources=["upload", "clipboard"], height=300)
+                            upload_mask = gr.Image(label="Mask", elem_id="img_inpaint_mask", type="pil",
+                                                   image_mode="RGBA", sources=["upload", "clipboard"], height=300)
 
-            resize_mode = gr.Radio(common.RESIZE_MODES, value=common.RESIZE_MODES[0], type="index",
-                                   label="Resize mode", elem_id="resize_mode")
-            with gr.Column(visible=False, elem_id="inpaint_controls") as inpaint_controls:
-                with FormRow():
-                    mask_blur = gr.Slider(label="Mask blur", minimum=0, maximum=64, step=1, value=4,
-                                          elem_id="img2img_mask_blur")
-                with FormRow():
-                    mask_mode = gr.Radio(common.MASK_MODES, value=common.MASK_MODES[0], type="index",
-                                         label="Mask mode", elem_id="img2img_mask_mode")
-                with FormRow():
-                    inpainting_fill = gr.Radio(common.MASKED_CONTENT, value="original", type="index",
-                                               label="Masked content", elem_id="img2img_inpainting_fill")
-                with FormRow():
-                    inpaint_full_res = gr.Radio(common.INPAINT_AREAS, value=common.INPAINT_AREAS[0], type="index",
-                                                label="Inpaint area", elem_id="img2img_inpaint_full_res")
-                    inpaint_padding = gr.Slider(label="Only masked padding, pixels", minimum=0, maximum=256,
-                                                step=4, value=32, elem_id="img2img_inpaint_full_res_padding")
-            params.build_sampler()
-            params.build_size()
-            params.build_cfg()
-            denoising = gr.Slider(minimum=0.0, maximum=1.0, step=0.01, value=0.75, label="Denoising strength",
-                                  elem_id="img2img_denoising_strength")
-            params.build_seed()
-            params.build_override()
+                    resize_mode = gr.Radio(common.RESIZE_MODES, value=common.RESIZE_MODES[0], type="index",
+                                           label="Resize mode", elem_id="resize_mode")
+                    with gr.Column(visible=False, elem_id="inpaint_controls") as inpaint_controls:
+                        with FormRow():
+                            mask_blur = gr.Slider(label="Mask blur", minimum=0, maximum=64, step=1, value=4,
+                                                  elem_id="img2img_mask_blur")
+                        with FormRow():
+                            mask_mode = gr.Radio(common.MASK_MODES, value=common.MASK_MODES[0], type="index",
+                                                 label="Mask mode", elem_id="img2img_mask_mode")
+                        with FormRow():
+                            inpainting_fill = gr.Radio(common.MASKED_CONTENT, value="original", type="index",
+                                                       label="Masked content", elem_id="img2img_inpainting_fill")
+                        with FormRow():
+                            inpaint_full_res = gr.Radio(common.INPAINT_AREAS, value=common.INPAINT_AREAS[0], type="index",
+                                                        label="Inpaint area", elem_id="img2img_inpaint_full_res")
+                            inpaint_padding = gr.Slider(label="Only masked padding, pixels", minimum=0, maximum=256,
+                                                        step=4, value=32, elem_id="img2img_inpaint_full_res_padding")
+                    params.build_sampler()
+                    params.build_size()
+                    params.build_cfg()
+                    denoising = gr.Slider(minimum=0.0, maximum=1.0, step=0.01, value=0.75, label="Denoising strength",
+                                          elem_id="img2img_denoising_strength")
+                    params.build_seed()
+                    params.build_override()
+                networks = extra_networks.ExtraNetworksPages(tab).build()
         with gr.Column(scale=1, min_width=380):
             out = output.OutputPanel(tab).build(send_targets=("img2img", "inpaint"))
 
@@ -158,7 +164,7 @@ def build() -> Img2ImgTab:
     toprow.connect_token_counters(params.steps)
     params.connect_reuse(out.generation_info, out.selected)
     named = {
-        "prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, "mode": mode,
+        "prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, "styles": toprow.styles, "mode": mode,
         "init_img": init_img, "editor": editor, "upload_base": upload_base, "upload_mask": upload_mask,
         "resize_mode": resize_mode, "mask_blur": mask_blur, "mask_mode": mask_mode,
         "inpainting_fill": inpainting_fill, "inpaint_full_res": inpaint_full_res,
@@ -177,7 +183,7 @@ def build() -> Img2ImgTab:
                                           given["upload_mask"])
             kwargs: dict[str, Any] = {
                 "prompt": given["prompt"] or "", "negative_prompt": given["negative_prompt"] or "",
-                "init_images": [image], "resize_mode": int(given["resize_mode"] or 0),
+                "styles": list(given["styles"] or []), "init_images": [image], "resize_mode": int(given["resize_mode"] or 0),
                 "denoising_strength": float(given["denoising_strength"]),
                 **processing_kwargs(given),
             }
@@ -199,6 +205,7 @@ def build() -> Img2ImgTab:
         return [
             PasteField(toprow.prompt, "Prompt", api="prompt"),
             PasteField(toprow.negative_prompt, "Negative prompt", api="negative_prompt"),
+            PasteField(toprow.styles, "Styles array", api="styles"),
             *params.paste_fields(),
             PasteField(denoising, "Denoising strength", api="denoising_strength"),
             PasteField(mask_blur, "Mask blur", api="mask_blur"),
@@ -212,4 +219,4 @@ def build() -> Img2ImgTab:
     infotext_utils.add_paste_fields("inpaint", editor, fields(), params.override_settings)
     infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
         paste_button=toprow.paste, tabname=tab, source_text_component=toprow.prompt, source_tabname=tab))
-    return Img2ImgTab(toprow, params, out, mode_tabs, mode, init_img, editor, inpaint_controls)
+    return Img2ImgTab(toprow, params, out, mode_tabs, mode, init_img, editor, inpaint_controls, networks, settings_tabs)

@@ -44,11 +44,51 @@ def seed_extras_from_params(params: dict[str, Any]) -> bool:
     return "Variation seed" in params or "Seed resize from-1" in params
 
 
+def infer_styles(params: dict[str, Any], mode: str, database: Any) -> None:
+    """A1111's "Infer styles from prompts of pasted infotext" setting, applied to parsed `params`.
+
+    "Apply if any": styles whose text the prompts contain are taken out of the prompts and selected
+    ("Styles array"), when there are any; "Apply": the same, and the selection is emptied when none
+    are found; "Discard": the style text is taken out but nothing is selected; "Ignore": unchanged.
+    """
+    if mode == "Ignore" or database is None or "Styles array" in params:
+        return
+    prompt = str(params.get("Prompt", "") or "")
+    negative = str(params.get("Negative prompt", "") or "")
+    found, prompt_left, negative_left = database.extract_styles_from_prompt(prompt, negative)
+    if (mode == "Apply if any" and found) or mode == "Apply":
+        params["Prompt"], params["Negative prompt"] = prompt_left, negative_left
+        params["Styles array"] = found
+    elif mode == "Discard":
+        params["Prompt"], params["Negative prompt"] = prompt_left, negative_left
+
+
+def _styles_database() -> Any:
+    from modules import styles
+
+    try:
+        return styles.default_database()
+    except Exception as e:  # pasting must work without a readable styles file
+        log.warning("styles could not be read: %s", e)
+        return None
+
+
 def parse_for_paste(text: str) -> dict[str, Any]:
-    """Parsed infotext, without the fields the settings say not to paste (seed, size, skip list)."""
+    """Parsed infotext, without the fields the settings say not to paste (seed, size, skip list).
+
+    LoRA names in the prompt are rewritten to the local files whose hashes the infotext records
+    ("Lora hashes"), and styles are inferred from the prompts as the "infotext_styles" setting says.
+    """
     opts = shared.opts
     skip = list(getattr(opts, "infotext_skip_pasting", []) or [])
     params = infotext_utils.parse_generation_parameters(text or "", skip_fields=skip)
+    try:
+        from modules import networks
+
+        networks.infotext_pasted(text or "", params)
+    except Exception as e:  # a broken LoRA folder must not stop the rest of the paste
+        log.warning("LoRA names in the pasted prompt were left as they are: %s", e)
+    infer_styles(params, str(getattr(opts, "infotext_styles", "Apply if any") or "Ignore"), _styles_database())
     if not getattr(opts, "send_seed", True):
         params.pop("Seed", None)
     if not getattr(opts, "send_size", True):

@@ -38,7 +38,41 @@ def _tokenizer() -> Any:
     return tok if tok is not None else _bundled_tokenizer()
 
 
-def _count_ids(tokenize: Callable[[str], list[int]], text: str) -> int:
+def _vocabulary() -> Any:
+    """The loaded model's embedding vocabulary (None before a model is loaded), so that an
+    embedding's name counts as the vectors it stands for."""
+    from modules import shared, textual_inversion
+
+    mm = shared.model_manager
+    model = mm.current_model(load=False) if mm is not None else None
+    if model is None:
+        return None
+    try:
+        # No folder rescan per keystroke: the panel's 🔄 and every job rescan the embeddings folder.
+        return textual_inversion.attach(model, textual_inversion.default_database(), refresh=False)
+    except Exception as e:  # the counter is a hint; fall back to counting names as text
+        log.debug("embedding vocabulary unavailable: %s", e)
+        return None
+
+
+def _piece_length(ids: list[int], vocabulary: Any) -> int:
+    """Tokens a piece takes: an embedding's name counts as its number of vectors."""
+    if vocabulary is None or not len(vocabulary):
+        return len(ids)
+    total, i = 0, 0
+    while i < len(ids):
+        hit = vocabulary.find(ids, i)
+        if hit is None:
+            total += 1
+            i += 1
+            continue
+        emb, length = hit
+        total += int(emb.vectors)
+        i += length
+    return total
+
+
+def _count_ids(tokenize: Callable[[str], list[int]], text: str, vocabulary: Any = None) -> int:
     """Tokens of one prompt variant, with BREAK padding its chunk to a multiple of 75."""
     from modules import prompt_parser
 
@@ -50,16 +84,23 @@ def _count_ids(tokenize: Callable[[str], list[int]], text: str) -> int:
                 total += CHUNK - total % CHUNK
             continue
         if piece:
-            total += len(tokenize(piece))
+            total += _piece_length(list(tokenize(piece)), vocabulary)
     return total
 
 
-def count_tokens(text: str, steps: int = 20, tokenize: Callable[[str], list[int]] | None = None) -> tuple[int, int]:
-    """(tokens used, capacity) for a prompt; capacity is the number of 75-token chunks times 75."""
+def count_tokens(text: str, steps: int = 20, tokenize: Callable[[str], list[int]] | None = None,
+                 vocabulary: Any = None) -> tuple[int, int]:
+    """(tokens used, capacity) for a prompt; capacity is the number of 75-token chunks times 75.
+
+    vocabulary: an `EmbeddingVocabulary` (default: the loaded model's, when counting with its
+    tokenizer) whose embeddings count as their vectors.
+    """
     from modules import prompt_parser
 
     if tokenize is None:
         tok = _tokenizer()
+        if vocabulary is None:
+            vocabulary = _vocabulary()
 
         def tokenize(s: str) -> list[int]:
             return list(tok(s, add_special_tokens=False, truncation=False)["input_ids"])
@@ -77,7 +118,7 @@ def count_tokens(text: str, steps: int = 20, tokenize: Callable[[str], list[int]
         except Exception:
             variants = [part]
         for variant in variants:
-            used = max(used, _count_ids(tokenize, variant))
+            used = max(used, _count_ids(tokenize, variant, vocabulary))
     chunks = max(1, -(-used // CHUNK))
     return used, chunks * CHUNK
 

@@ -1,4 +1,7 @@
-"""The prompt row of txt2img/img2img: prompts with token counters, Generate / Interrupt / Skip, ↙."""
+"""The prompt row of txt2img/img2img: prompts with token counters, Generate / Interrupt / Skip, ↙, and
+the styles: the Styles dropdown (sent with the job; processing applies them), 📋 to write the chosen
+styles into the prompt boxes, and 🖌️ for a small editor that saves the current prompts as a style.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ from typing import Any
 
 import gradio as gr
 
-from modules.ui import tokens
-from modules.ui.common import CLEAR_SYMBOL, PASTE_SYMBOL
+from modules.ui import styles_ui, tokens
+from modules.ui.common import APPLY_STYLES_SYMBOL, CLEAR_SYMBOL, EDIT_STYLES_SYMBOL, PASTE_SYMBOL
 from modules.ui_components import ToolButton
 
 
@@ -25,6 +28,10 @@ class Toprow:
     paste: Any = None
     clear: Any = None
     status: Any = None
+    styles: Any = None
+    apply_styles: Any = None
+    edit_styles: Any = None
+    style_editor: Any = None
 
     def build(self) -> Toprow:
         tab = self.tab
@@ -55,9 +62,18 @@ class Toprow:
                                             tooltip="Read generation parameters from prompt or last generation if "
                                                     "prompt is empty into user interface.")
                     self.clear = ToolButton(CLEAR_SYMBOL, elem_id=f"{tab}_clear_prompt", tooltip="Clear prompt")
+                    self.apply_styles = ToolButton(APPLY_STYLES_SYMBOL, elem_id=f"{tab}_style_apply",
+                                                   tooltip="Apply all selected styles to prompts")
+                    self.edit_styles = ToolButton(EDIT_STYLES_SYMBOL, elem_id=f"{tab}_styles_edit_button",
+                                                  tooltip="Edit styles")
+                self.styles = gr.Dropdown(styles_ui.style_names(), value=[], multiselect=True, label="Styles",
+                                          show_label=False, elem_id=f"{tab}_styles", elem_classes="styles-dropdown",
+                                          allow_custom_value=False, container=False)
+                self.style_editor = styles_ui.StyleEditor(tab).build()
                 self.status = gr.HTML("", elem_id=f"{tab}_interrupt_status", elem_classes="interrupt-status")
         self.clear.click(fn=lambda: ("", ""), outputs=[self.prompt, self.negative_prompt], show_progress="hidden",
                          queue=False)
+        self.style_editor.connect(self)
         return self
 
     def connect_token_counters(self, steps: Any) -> None:

@@ -9,7 +9,7 @@ import gradio as gr
 
 from modules import infotext_utils
 from modules.infotext_utils import PasteField
-from modules.ui import output
+from modules.ui import extra_networks, output
 from modules.ui.params import GenerationParams, processing_kwargs
 from modules.ui.toprow import Toprow
 from modules.ui_components import ResizeHandleRow
@@ -20,6 +20,8 @@ class Txt2ImgTab:
     toprow: Toprow
     params: GenerationParams
     out: output.OutputPanel
+    networks: extra_networks.ExtraNetworksPages | None = None
+    settings_tabs: Any = None
 
 
 def build() -> Txt2ImgTab:
@@ -28,18 +30,23 @@ def build() -> Txt2ImgTab:
     toprow = Toprow(tab).build()
     params = GenerationParams(tab)
     with ResizeHandleRow(equal_height=False, elem_id=f"{tab}_extra_tabs"):
-        with gr.Column(elem_id=f"{tab}_settings", scale=1, min_width=420, elem_classes="settings-column"):
-            params.build_sampler()
-            params.build_size()
-            params.build_cfg()
-            params.build_seed()
-            params.build_override()
+        with gr.Column(elem_id=f"{tab}_settings", scale=1, min_width=420, elem_classes="settings-column"), \
+                gr.Tabs(elem_id=f"{tab}_settings_tabs", selected=f"{tab}_generation",
+                        elem_classes="settings-tabs") as settings_tabs:
+                with gr.Tab("Generation", id=f"{tab}_generation", elem_id=f"{tab}_generation_tab"):
+                    params.build_sampler()
+                    params.build_size()
+                    params.build_cfg()
+                    params.build_seed()
+                    params.build_override()
+                networks = extra_networks.ExtraNetworksPages(tab).build()
         with gr.Column(scale=1, min_width=380):
             out = output.OutputPanel(tab).build()
 
     toprow.connect_token_counters(params.steps)
     params.connect_reuse(out.generation_info, out.selected)
-    named = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, **params.components()}
+    named = {"prompt": toprow.prompt, "negative_prompt": toprow.negative_prompt, "styles": toprow.styles,
+             **params.components()}
     names = list(named)
 
     def generate(request: gr.Request, *values: Any):  # type: ignore[no-untyped-def]
@@ -50,7 +57,7 @@ def build() -> Txt2ImgTab:
         def make_p() -> Any:
             return StableDiffusionProcessingTxt2Img(
                 prompt=given["prompt"] or "", negative_prompt=given["negative_prompt"] or "",
-                **processing_kwargs(given))
+                styles=list(given["styles"] or []), **processing_kwargs(given))
 
         yield from output.run_generation(request.session_hash or "anonymous", tab, make_p)
 
@@ -61,9 +68,10 @@ def build() -> Txt2ImgTab:
     fields = [
         PasteField(toprow.prompt, "Prompt", api="prompt"),
         PasteField(toprow.negative_prompt, "Negative prompt", api="negative_prompt"),
+        PasteField(toprow.styles, "Styles array", api="styles"),
         *params.paste_fields(),
     ]
     infotext_utils.add_paste_fields(tab, None, fields, params.override_settings)
     infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
         paste_button=toprow.paste, tabname=tab, source_text_component=toprow.prompt, source_tabname=tab))
-    return Txt2ImgTab(toprow, params, out)
+    return Txt2ImgTab(toprow, params, out, networks, settings_tabs)

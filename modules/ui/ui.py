@@ -16,9 +16,9 @@ from typing import Any
 
 import gradio as gr
 
-from modules import infotext_utils, shared
+from modules import infotext_utils, shared, ui_extra_networks
 from modules.paths import script_path
-from modules.ui import common, img2img, paste, png_info, quicksettings, settings, txt2img
+from modules.ui import common, extra_networks, img2img, paste, png_info, quicksettings, settings, txt2img
 from modules.ui.ui_config import UiConfig
 from modules.version import __version__
 
@@ -101,6 +101,7 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
     ui_config = UiConfig(shared.paths.ui_config_file)
     with gr.Blocks(title="Easel", analytics_enabled=False, fill_width=True) as demo:
         quick = quicksettings.Quicksettings().build()
+        extra_networks.CheckpointSwitch().build(quick)
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tab_t2i:
                 t2i = txt2img.build()
@@ -124,10 +125,13 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
 
         def extra_outputs(target: str) -> list[tuple[Any, Any]]:
             if target == "txt2img":
-                return [(tabs, lambda: gr.Tabs(selected="txt2img"))]
+                return [(tabs, lambda: gr.Tabs(selected="txt2img")),
+                        (t2i.settings_tabs, lambda: gr.Tabs(selected="txt2img_generation"))]
             mode = 1 if target == "inpaint" else 0
             sub = img2img.MODE_TAB_IDS["inpaint" if target == "inpaint" else "img2img"]
-            return [(tabs, lambda: gr.Tabs(selected="img2img")), (i2i.mode_tabs, lambda: gr.Tabs(selected=sub)),
+            return [(tabs, lambda: gr.Tabs(selected="img2img")),
+                    (i2i.settings_tabs, lambda: gr.Tabs(selected="img2img_generation")),
+                    (i2i.mode_tabs, lambda: gr.Tabs(selected=sub)),
                     (i2i.mode, mode), (i2i.inpaint_controls, lambda: gr.Column(visible=mode > 0))]
 
         paste.connect_bindings(extra_outputs)
@@ -149,12 +153,38 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
     return demo
 
 
+def _page_login_check(app: Any) -> Any:
+    """login_check(request) for routes that belong to the page: True when the page has no login or
+    the request carries the login cookie of the page mounted on `app` (Gradio's own check)."""
+
+    def gradio_app() -> Any:
+        for route in reversed(getattr(app, "routes", [])):
+            inner = getattr(route, "app", None)
+            if inner is not None and hasattr(inner, "cookie_id") and hasattr(inner, "tokens"):
+                return inner
+        return None
+
+    def check(request: Any) -> bool:
+        page = gradio_app()
+        if page is None:
+            return False
+        if getattr(page, "auth", None) is None and getattr(page, "auth_dependency", None) is None:
+            return True
+        cookies = request.cookies
+        token = cookies.get(f"access-token-{page.cookie_id}") or cookies.get(f"access-token-unsecure-{page.cookie_id}")
+        return bool(token) and page.tokens.get(token) is not None
+
+    return check
+
+
 def mount(app: Any, args: argparse.Namespace) -> None:
     """Build the page and serve it at "/" on `app`, behind --gradio-auth when given."""
     demo = create_ui(args)
     shared.demo = demo
     auth = common.gradio_auth(args)
     allowed = [str(Path(shared.paths.outputs_dir))]
+    # Routes of the page go before the mount at "/", which would otherwise answer for them.
+    ui_extra_networks.add_routes(app, _page_login_check(app))
     gr.mount_gradio_app(
         app, demo, path="/", auth=auth, auth_message="Easel: please log in" if auth else None,
         theme=theme(), css=page_css(), head=page_head(args), footer_links=[], show_error=True,
