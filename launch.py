@@ -46,8 +46,11 @@ def __getattr__(name: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     started_at = time.monotonic()
+    from modules import script_loading
+
     full_argv = cmd_args.split_env_args(sys.argv[1:] if argv is None else argv)
-    args = cmd_args.build_parser().parse_args(full_argv)
+    # Extensions' preload.py add their flags before the command line is parsed.
+    args = script_loading.parser_with_extensions(full_argv).parse_args(full_argv)
 
     import webui
 
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_prepare_environment:
         report = prepare_environment(args, full_argv)
         failed = report.failed_installers
+        from modules import extensions
+
+        extensions.record_installer_results(failed)  # shown in the Extensions tab
         if failed:
             names = ", ".join(r.extension for r in failed)
             print(f"install.py failed for: {names} (see above); continuing", file=sys.stderr, flush=True)

@@ -164,7 +164,10 @@ def start(args: argparse.Namespace, *, started_at: float | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     started_at = time.monotonic()
-    args = cmd_args.parse_args(argv)
+    from modules import script_loading
+
+    # Extensions' preload.py add their flags before the command line is parsed.
+    args, _parser = script_loading.parse_args_with_extensions(argv)
     return start(args, started_at=started_at)
 
 

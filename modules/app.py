@@ -37,7 +37,11 @@ They are imported in the main thread before the background load thread may impor
 def create_app(args: argparse.Namespace) -> FastAPI:
     """The app for these flags: the API with --api/--nowebui, the UI unless --nowebui; the default
     checkpoint starts loading in a worker thread before this returns."""
+    from modules import script_callbacks, script_loading, scripts
+
     app = FastAPI(title="Easel", version=__version__, docs_url="/docs", redoc_url="/redoc")
+    # Extensions' scripts and settings exist before the UI and the API are built from them.
+    script_loading.load_extensions()
     if args.api or args.nowebui:
         from modules.api import api
 
@@ -46,6 +50,11 @@ def create_app(args: argparse.Namespace) -> FastAPI:
         from modules.ui import ui
 
         ui.mount(app, args)
+    if args.api or args.nowebui:
+        # The API fills arguments a request leaves out from the scripts' component defaults.
+        scripts.scripts_txt2img.ensure_inputs()
+        scripts.scripts_img2img.ensure_inputs()
+    script_callbacks.app_started_callback(None if args.nowebui else shared.demo, app)
     # After the mounts: the load thread would otherwise compete with them for the interpreter and
     # delay the first page; the model is not needed to serve it.
     start_model_load()

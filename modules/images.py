@@ -104,6 +104,102 @@ def image_grid(imgs: Sequence[Image.Image], batch_size: int = 1, rows: int | Non
     return grid
 
 
+class GridAnnotation:
+    """A label of a grid row or column; inactive labels (a prompt-matrix part that is off) are drawn
+    struck through."""
+
+    def __init__(self, text: str = "", is_active: bool = True) -> None:
+        self.text = text
+        self.is_active = is_active
+        self.size: tuple[int, int] | None = None
+
+
+def _label_font(size: int) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)  # built into Pillow: no font file needed
+
+
+def _wrap(draw: Any, text: str, font: Any, max_width: int) -> list[str]:
+    """Greedy word wrap so each line fits `max_width` pixels."""
+    lines: list[str] = []
+    for paragraph in str(text).split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}".strip()
+            if line and draw.textlength(candidate, font=font) > max_width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return lines
+
+
+def draw_grid_annotations(im: Image.Image, width: int, height: int, hor_texts: Sequence[Sequence[GridAnnotation]],
+                          ver_texts: Sequence[Sequence[GridAnnotation]], margin: int = 0) -> Image.Image:
+    """Add column labels above and row labels left of a grid of `width` x `height` cells.
+
+    `hor_texts[i]` are the lines for column i, `ver_texts[j]` those for row j (each line a
+    GridAnnotation). `margin` is the gap between cells, as the grid was pasted with it.
+    """
+    from PIL import ImageDraw
+
+    cols, rows = len(hor_texts), len(ver_texts)
+    fontsize = max(12, (width + height) // 25)
+    line_spacing = fontsize // 2
+    font = _label_font(fontsize)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad_left = 0 if all(not any(a.text for a in row) for row in ver_texts) else int(width * 3 / 4)
+
+    def lines_of(annotations: Sequence[GridAnnotation], max_width: int) -> list[tuple[str, bool]]:
+        return [(line, a.is_active) for a in annotations for line in _wrap(probe, a.text, font, max_width)]
+
+    hor_lines = [lines_of(t, width) for t in hor_texts]
+    ver_lines = [lines_of(t, max(pad_left, 1)) for t in ver_texts]
+    line_h = fontsize + line_spacing
+    pad_top = 0 if all(not lines or all(not t for t, _ in lines) for lines in hor_lines) else \
+        max(len(lines) for lines in hor_lines) * line_h + line_spacing * 2
+
+    result = Image.new("RGB", (im.width + pad_left, im.height + pad_top), "white")
+    result.paste(im, (pad_left, pad_top))
+    draw = ImageDraw.Draw(result)
+
+    def draw_block(lines: list[tuple[str, bool]], cx: float, cy: float, max_width: int) -> None:
+        y = cy - len(lines) * line_h / 2
+        for text, active in lines:
+            fill = (0, 0, 0) if active else (153, 153, 153)
+            draw.text((cx, y + line_h / 2), text, font=font, fill=fill, anchor="mm")
+            if not active:
+                tw = draw.textlength(text, font=font)
+                draw.line((cx - tw / 2, y + line_h / 2, cx + tw / 2, y + line_h / 2), fill=fill, width=max(1, fontsize // 10))
+            y += line_h
+
+    if pad_top:
+        for col in range(cols):
+            cx = pad_left + (width + margin) * col + width / 2
+            draw_block(hor_lines[col], cx, pad_top / 2, width)
+    if pad_left:
+        for row in range(rows):
+            cy = pad_top + (height + margin) * row + height / 2
+            draw_block(ver_lines[row], pad_left / 2, cy, pad_left)
+    return result
+
+
+def draw_prompt_matrix(im: Image.Image, width: int, height: int, all_prompts: Sequence[str],
+                       margin: int = 0) -> Image.Image:
+    """Labels for a prompt-matrix grid: the first half of the optional parts along the top, the
+    rest down the left, each struck through where the cell leaves it out."""
+    prompts = list(all_prompts[1:])
+    boundary = math.ceil(len(prompts) / 2)
+    prompts_horiz, prompts_vert = prompts[:boundary], prompts[boundary:]
+    hor = [[GridAnnotation(x, is_active=pos & (1 << i) != 0) for i, x in enumerate(prompts_horiz)]
+           for pos in range(1 << len(prompts_horiz))]
+    ver = [[GridAnnotation(x, is_active=pos & (1 << i) != 0) for i, x in enumerate(prompts_vert)]
+           for pos in range(1 << len(prompts_vert))]
+    return draw_grid_annotations(im, width, height, hor, ver, margin)
+
+
 Grid = namedtuple("Grid", ["tiles", "tile_w", "tile_h", "image_w", "image_h", "overlap"])
 """Tiles of an image: ``tiles`` is a list of ``[y, tile_h, [[x, tile_w, tile_image], ...]]`` rows."""
 

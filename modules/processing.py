@@ -59,7 +59,8 @@ def get_fixed_seed(seed: Any) -> int:
 
 
 def fix_seed(p: StableDiffusionProcessing) -> None:
-    p.seed = get_fixed_seed(p.seed)
+    if not isinstance(p.seed, list):  # a list gives each image its seed (prompt matrix, scripts)
+        p.seed = get_fixed_seed(p.seed)
     p.subseed = get_fixed_seed(p.subseed)
 
 
@@ -121,7 +122,10 @@ class StableDiffusionProcessing:
 
     # Filled by the run (A1111 names).
     scripts: Any = field(default=None, init=False)
+    """the tab's ScriptRunner (modules.scripts) when scripts take part in this run"""
     script_args: Any = field(default=None, init=False)
+    """the runner's flat argument list: slot 0 the selected script (1-based, 0 = none), then each script's slice"""
+    scripts_setup_complete: bool = field(default=False, init=False)
     all_prompts: list[str] = field(default_factory=list, init=False)
     all_negative_prompts: list[str] = field(default_factory=list, init=False)
     all_seeds: list[int] = field(default_factory=list, init=False)
@@ -714,14 +718,37 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     owns_state = not state.job  # called directly, not from the job queue: this call is the job
     if owns_state:
         state.begin(job=p.mode)
-    stored = apply_override_settings(p.override_settings or {})
     try:
-        return process_images_inner(p)
+        processed = _run_selected_script(p)
+        if processed is not None:
+            return processed
+        stored = apply_override_settings(p.override_settings or {})
+        try:
+            return process_images_inner(p)
+        finally:
+            if p.override_settings_restore_afterwards:
+                restore_settings(stored)
     finally:
-        if p.override_settings_restore_afterwards:
-            restore_settings(stored)
         if owns_state:
             state.end()
+
+
+def _run_selected_script(p: StableDiffusionProcessing) -> Processed | None:
+    """Scripts' setup() once per request, then the selected script's run() in place of the plain
+    generation (A1111 calls both before process_images; here every entry point, UI, API or queue,
+    gets them by setting p.scripts / p.script_args). A script's own process_images calls run plainly."""
+    runner = p.scripts
+    if runner is None:
+        return None
+    from modules import scripts
+
+    if not p.scripts_setup_complete:
+        p.scripts_setup_complete = True
+        if hasattr(runner, "setup_scrips"):
+            runner.setup_scrips(p, is_ui=not p.is_api)
+    if scripts.in_selectable_run() or not hasattr(runner, "run"):
+        return None
+    return runner.run(p, *(p.script_args or ()))
 
 
 def process_images_inner(p: StableDiffusionProcessing) -> Processed:
@@ -809,9 +836,23 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
 
             decoded = vae.decode(model, latents, auto_fp32=bool(opts.auto_vae_precision))
             _run_script_hook(p, "postprocess_batch", images=decoded, batch_number=n)
-            for i, image in enumerate(vae.to_pil(decoded)):
+            decoded_list = list(decoded)
+            if p.scripts is not None and hasattr(p.scripts, "postprocess_batch_list"):
+                from modules.scripts import PostprocessBatchListArgs
+
+                batch_list = PostprocessBatchListArgs(decoded_list)
+                p.scripts.postprocess_batch_list(p, batch_list, batch_number=n)
+                decoded_list = list(batch_list.images)
+            pil_images = vae.to_pil(torch.stack(decoded_list)) if decoded_list else []
+            for i, image in enumerate(pil_images):
                 p.batch_index = i
-                index = lo + i
+                index = min(lo + i, len(p.all_prompts) - 1)  # a script may have added images to the batch
+                if p.scripts is not None and hasattr(p.scripts, "postprocess_image"):
+                    from modules.scripts import PostprocessImageArgs
+
+                    pp = PostprocessImageArgs(image)
+                    p.scripts.postprocess_image(p, pp)
+                    image = pp.image
                 image = p.postprocess_image(image, index)
                 text = create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, index=index)
                 if opts.samples_save and not p.do_not_save_samples:

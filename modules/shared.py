@@ -31,10 +31,42 @@ model_manager: ModelManager | None = None
 
 # A1111 names that some extensions read directly.
 parser = cmd_args.build_parser()
+"""the flag parser; with extensions' preload.py flags once the server parsed its command line"""
 demo: Any = None
 device: Any = None
 hide_dirs = {"visible": True}
 total_tqdm: Any = None
+xformers_available = False
+batch_cond_uncond = True
+parallel_processing_allowed = True
+restricted_opts: set[str] = set()
+
+
+def _list_checkpoint_tiles(use_short: bool = False) -> list[str]:
+    """Checkpoint titles for dropdowns (A1111's shared.list_checkpoint_tiles)."""
+    if model_manager is None:
+        return []
+    return [c.title for c in model_manager.checkpoints()]
+
+
+def _refresh_checkpoints() -> None:
+    if model_manager is not None:
+        model_manager.refresh()
+
+
+def natural_sort_key(s: str) -> list[Any]:
+    """Sort key that orders "img2" before "img10" (A1111's shared.natural_sort_key)."""
+    import re
+
+    return [int(text) if text.isdigit() else text.lower() for text in re.split(r"(\d+)", s)]
+
+
+def listfiles(dirname: str) -> list[str]:
+    """Files of a folder (not dot-files), in natural order, as full paths."""
+    import os
+
+    names = [f for f in sorted(os.listdir(dirname), key=natural_sort_key) if not f.startswith(".")]
+    return [os.path.join(dirname, f) for f in names if os.path.isfile(os.path.join(dirname, f))]
 
 
 def initialize(args: argparse.Namespace | None = None, *, load_settings: bool = True) -> None:
@@ -75,4 +107,14 @@ def __getattr__(name: str) -> Any:
         from modules import styles
 
         return styles.default_database()
+    if name == "sd_upscalers":
+        from modules import upscaler
+
+        return upscaler.sd_upscalers()
+    if name == "config_filename":
+        return str(paths.config_file)
+    if name == "models_path":
+        return str(paths.models_dir)
+    if name in ("list_checkpoint_tiles", "refresh_checkpoints"):
+        return _list_checkpoint_tiles if name == "list_checkpoint_tiles" else _refresh_checkpoints
     raise AttributeError(f"module 'modules.shared' has no attribute {name!r}")

@@ -2,9 +2,10 @@
 
 Everything the API needs from scripts goes through the functions here: the lists for
 `/sdapi/v1/scripts` and `/script-info`, and `resolve_scripts`, which checks a request's
-`script_name` / `alwayson_scripts` and attaches the chosen scripts to the processing object. When
-`modules.scripts` provides `scripts_txt2img` / `scripts_img2img` runners, they are used; until then
-there are no scripts, and any name a request gives is unknown (422, as A1111 answers unknown names).
+`script_name` / `alwayson_scripts` (titles in any case; an unknown one is a 422 naming the known
+ones) and `attach`, which gives the processing object the tab's runner and an argument list as
+A1111's API builds it: every script's component defaults, the selected script's index in slot 0,
+the request's `script_args` and each always-on script's `args` over their slices.
 """
 
 from __future__ import annotations
@@ -40,10 +41,16 @@ def script_names(is_img2img: bool) -> list[str]:
 
 
 def script_info() -> list[dict[str, Any]]:
-    """`/script-info`: every script of both tabs with its arguments."""
+    """`/script-info`: every script of both tabs with its arguments (label, value, range, choices)."""
     out: list[dict[str, Any]] = []
     for is_img2img in (False, True):
-        for script in _scripts_of(_runner(is_img2img), "scripts"):
+        runner = _runner(is_img2img)
+        if runner is None or not getattr(runner, "scripts", None):
+            continue
+        ensure = getattr(runner, "ensure_inputs", None)
+        if ensure is not None:
+            ensure()
+        for script in _scripts_of(runner, "scripts"):
             api_info = getattr(script, "api_info", None)
             if api_info is not None:
                 info = api_info if isinstance(api_info, dict) else getattr(api_info, "__dict__", {})
@@ -92,9 +99,9 @@ def resolve_scripts(script_name: str | None, script_args: list[Any] | None, alwa
 
 
 def attach(p: Any, selection: ScriptSelection) -> None:
-    """Give the processing object its scripts. A runner that knows how (`prepare_api_run`) lays out
-    the argument vector; without a runner there is nothing to attach."""
-    if selection.runner is None:
+    """Give the processing object its scripts: the runner lays out the argument vector
+    (`prepare_api_run`); always-on scripts then run for the request even when it names none."""
+    if selection.runner is None or not getattr(selection.runner, "scripts", None):
         return
     prepare = getattr(selection.runner, "prepare_api_run", None)
     if prepare is None:

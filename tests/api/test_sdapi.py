@@ -355,9 +355,13 @@ def test_listings(srv: Server) -> None:
     assert {"name": "Latent"} in srv.get("/sdapi/v1/latent-upscale-modes").json()
     vaes = srv.get("/sdapi/v1/sd-vae").json()
     assert [v["model_name"] for v in vaes] == ["tiny-vae.safetensors"]
-    for path in ("hypernetworks", "face-restorers", "prompt-styles", "script-info"):
+    for path in ("hypernetworks", "face-restorers", "prompt-styles"):
         assert srv.get(f"/sdapi/v1/{path}").json() == [], path
-    assert srv.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+    scripts = srv.get("/sdapi/v1/scripts").json()
+    assert {"x/y/z plot", "prompt matrix", "prompts from file or textbox"} <= set(scripts["txt2img"])
+    assert "sd upscale" in scripts["img2img"] and "sd upscale" not in scripts["txt2img"]
+    info = {(i["name"], i["is_img2img"]): i for i in srv.get("/sdapi/v1/script-info").json()}
+    assert info[("x/y/z plot", False)]["is_alwayson"] is False and info[("x/y/z plot", False)]["args"]
     assert isinstance(srv.get("/sdapi/v1/extensions").json(), list)
     memory = srv.get("/sdapi/v1/memory").json()
     assert memory["ram"]["total"] > memory["ram"]["used"] > 0 and "cuda" in memory
@@ -430,7 +434,8 @@ def test_bad_input_is_answered_and_the_server_keeps_serving(srv: Server) -> None
     assert_clean_error(srv.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {"sd_vae": "gone.pt"}}),
                        404, "gone.pt")
     assert_clean_error(srv.post("/sdapi/v1/txt2img", json={**SMALL, "enable_hr": True}), 400, "hires fix")
-    assert_clean_error(srv.post("/sdapi/v1/txt2img", json={**SMALL, "script_name": "X/Y/Z plot"}), 422, "X/Y/Z plot")
+    assert_clean_error(srv.post("/sdapi/v1/txt2img", json={**SMALL, "script_name": "No such script"}), 422,
+                       "No such script")
     assert_clean_error(srv.post("/sdapi/v1/txt2img", json={**SMALL, "alwayson_scripts": {"ControlNet": {"args": []}}}),
                        422, "ControlNet")
     assert_clean_error(srv.post("/sdapi/v1/txt2img", json={**SMALL, "width": 4096, "height": 4096, "batch_size": 2}),

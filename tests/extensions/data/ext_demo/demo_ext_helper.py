@@ -1,0 +1,1 @@
+HELPER_VALUE = 42
