@@ -101,6 +101,9 @@ def save_single_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600 files; give the normal permissions
     try:
         if suffix == ".safetensors":
             from safetensors.torch import save_file

@@ -1,0 +1,89 @@
+"""The demo model's architecture, size budget, and its export loading as a user's checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tools.demo import model as demo_model
+
+
+def _meta_parameter_count(config: demo_model.DemoModelConfig) -> int:
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with init_empty_weights():
+        parts = (UNet2DConditionModel(**demo_model.unet_config(config)), AutoencoderKL(**demo_model.vae_config(config)),
+                 CLIPTextModel(CLIPTextConfig(**demo_model.text_config(config))))
+    return sum(p.numel() for m in parts for p in m.parameters())
+
+
+def test_dimensions_and_size_budget() -> None:
+    config = demo_model.DemoModelConfig()
+    assert config.resolution >= 64 and config.latent_size >= 16 and config.vae_factor == 4
+    fp16_bytes = 2 * _meta_parameter_count(config)
+    tokenizer_bytes = sum(f.stat().st_size for f in demo_model.TOKENIZER_DIR.iterdir())
+    assert fp16_bytes + tokenizer_bytes + 100_000 < demo_model.SIZE_BUDGET_BYTES
+    schedule = demo_model.scheduler_config()
+    assert (schedule["beta_schedule"], schedule["beta_start"], schedule["beta_end"]) == ("scaled_linear", 0.00085, 0.012)
+    assert schedule["num_train_timesteps"] == 1000 and schedule["prediction_type"] == "epsilon"
+    assert demo_model.unet_config(config)["cross_attention_dim"] == demo_model.text_config(config)["hidden_size"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    components = demo_model.build_components(seed=3)
+    path = tmp_path_factory.mktemp("demo") / "Stable-diffusion" / "easel-demo.safetensors"
+    demo_model.export_model(components, path)
+    return path, components
+
+
+@pytest.mark.slow
+def test_export_is_an_original_layout_sd1_checkpoint_under_budget(exported: tuple[Path, dict]) -> None:
+    from modules.model_manager.safe_load import read_safetensors_header
+
+    path, components = exported
+    assert demo_model.exported_size_bytes(path) < demo_model.SIZE_BUDGET_BYTES
+    tensors, _metadata = read_safetensors_header(path)
+    keys = list(tensors)
+    assert any(k.startswith("model.diffusion_model.input_blocks.") for k in keys)
+    assert any(k.startswith("first_stage_model.decoder.up.") for k in keys)
+    assert any(k.startswith("cond_stage_model.transformer.text_model.encoder.layers.") for k in keys)
+    assert {dtype for _shape, dtype in tensors.values()} == {"F16"}
+    index = (path.with_suffix(".config") / "model_index.json").read_text()
+    assert '"_easel_family": "sd1"' in index
+
+    model = demo_model.load_exported(path)
+    assert model.family == "sd1" and model.vae_scale_factor == 4
+    original = components["unet"].state_dict()
+    for key, value in model.unet.state_dict().items():
+        assert torch.equal(value, original[key].half().float()), key
+    ids = model.tokenizer("a red circle").input_ids
+    assert ids[0] == 49406 and ids[-1] == 49407 and len(ids) == 5  # the real CLIP vocabulary
+
+
+@pytest.mark.slow
+def test_easel_generates_with_the_exported_file(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    """Loaded by the model manager from models/Stable-diffusion, as a user's checkpoint is."""
+    from modules import cmd_args, shared
+    from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+
+    path, _ = exported
+    models = tmp_path / "models"
+    shutil.copytree(path.parent.parent, models)
+    args = cmd_args.build_parser().parse_args(["--data-dir", str(tmp_path / "data"), "--models-dir", str(models)])
+    shared.initialize(args, load_settings=False)
+    try:
+        shared.opts.sd_model_checkpoint = "easel-demo.safetensors"
+        shared.opts.live_previews_enable = False
+        p = StableDiffusionProcessingTxt2Img(prompt="a red circle", seed=1, steps=2, width=64, height=64,
+                                             do_not_save_samples=True, do_not_save_grid=True)
+        res = process_images(p)
+        assert res.images[0].size == (64, 64)
+        assert "Model: easel-demo" in res.infotexts[0]
+    finally:
+        shared.model_manager.close()

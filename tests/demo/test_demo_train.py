@@ -1,0 +1,67 @@
+"""Training: the smoke run end to end, determinism and resuming; the evaluation pipeline on its output."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from tools.demo import model as demo_model
+from tools.demo import train
+
+# Narrow enough to train a step in well under a second; the real dimensions are covered by the smoke run.
+TINY = demo_model.DemoModelConfig(vae_channels=(16, 16, 16), unet_channels=(32, 32, 32), text_width=32,
+                                  text_layers=1)
+TINY_RUN = replace(train.SMOKE, vae_steps=2, vae_batch=2, unet_steps=3, unet_batch=2)
+
+
+def _trainer(work: Path, settings: train.TrainSettings = TINY_RUN) -> train.Trainer:
+    return train.Trainer(settings, work, device="cpu", log_every=100, checkpoint_every=1000, model_config=TINY)
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    whole = _trainer(tmp_path / "whole")
+    whole.run()
+    assert whole.stage == "done" and whole.scaling_factor is not None
+
+    first = _trainer(tmp_path / "split")
+    first.train_vae()  # saves at the end of the stage; the process could stop here
+    assert first.state_path.is_file()
+    second = _trainer(tmp_path / "split")
+    assert second.resume() and (second.stage, second.step) == ("unet", 0)
+    second.run()
+    for name in ("vae", "unet", "text_encoder", "ema_unet"):
+        a, b = getattr(whole, name).state_dict(), getattr(second, name).state_dict()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    # and the unet stage moved the weights at all
+    fresh = demo_model.build_components(TINY, seed=TINY_RUN.seed)["unet"].state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in whole.unet.state_dict().items())
+
+    with pytest.raises(RuntimeError, match="other settings"):
+        _trainer(tmp_path / "split", replace(TINY_RUN, seed=5)).resume()
+
+
+@pytest.mark.slow
+def test_smoke_run_exports_a_model_easel_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.demo import evaluate
+
+    out = tmp_path / "easel-demo.safetensors"
+    train.main(["--smoke", "--device", "cpu", "--work-dir", str(tmp_path / "work"), "--export", str(out)])
+    assert "exported" in capsys.readouterr().out
+    assert demo_model.exported_size_bytes(out) < demo_model.SIZE_BUDGET_BYTES
+
+    evaluate.init_easel(tmp_path / "data")
+    model = demo_model.load_exported(out)
+    assert abs(model.vae_scaling_factor - 1.0) > 1e-3  # measured, not the placeholder left as is by accident
+    settings = evaluate.Settings(steps=2, seeds=1, per_pair=1, img2img_pairs=1, inpaint_cases=2, negative_seeds=1,
+                                 speed_runs=0)
+    settings_specs = evaluate.heldout_eval_specs(per_pair=1)
+    report = evaluate.evaluate(model, settings)
+    assert report.images_judged == len(settings_specs)
+    assert report.inpaint_outside_max_diff == 0  # inpainting never touches pixels outside the mask
+    table = report.markdown()
+    for row in ("background", "color", "shape", "position", "img2img", "inpaint", "txt2img 20 steps"):
+        assert row in table
