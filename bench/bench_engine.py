@@ -110,13 +110,16 @@ def main() -> None:
             step_times_easel(models[name], size, 2, args.sampler)
         step_times_diffusers(models["fp32"], size, 2, args.sampler)
         rows = {}
+        half = str(policy.dtype).removeprefix("torch.")
+        runs = [
+            ("diffusers fp32", step_times_diffusers, models["fp32"]),
+            ("easel fp32", step_times_easel, models["fp32"]),
+            (f"easel default ({half})", step_times_easel, models["default"]),
+            (f"diffusers {half}", step_times_diffusers, models["default"]),
+        ]
         for rep in range(args.reps):
-            for label, fn, model in (
-                ("diffusers fp32", step_times_diffusers, models["fp32"]),
-                ("easel fp32", step_times_easel, models["fp32"]),
-                (f"easel default ({str(policy.dtype).removeprefix('torch.')})", step_times_easel, models["default"]),
-                (f"diffusers {str(policy.dtype).removeprefix('torch.')}", step_times_diffusers, models["default"]),
-            ):
+            # alternate the order (ABBA) so neither side always runs first after the other
+            for label, fn, model in (runs if rep % 2 == 0 else list(reversed(runs))):
                 rows.setdefault(label, []).extend(fn(model, size, args.steps, args.sampler))
                 print(f"  {size}px rep {rep} {label}: median {statistics.median(rows[label]):.3f} s/it", flush=True)
         med = {k: statistics.median(v) for k, v in rows.items()}

@@ -268,6 +268,16 @@ def cache_for(cache_dir: str | os.PathLike) -> HashCache:
         return cache
 
 
+def cache_or_default(cache: HashCache | None) -> HashCache | None:
+    """`cache` if given, else the instance's default cache (None before the app is initialised)."""
+    if cache is not None:
+        return cache
+    try:
+        return default_cache()
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def default_cache() -> HashCache:
     """The cache in the data root of this process (`shared.paths.cache_dir`)."""
     from modules import shared

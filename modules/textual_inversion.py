@@ -265,12 +265,7 @@ class EmbeddingDatabase:
         self._widths: tuple[int, ...] | None = None
 
     def _cache(self) -> hashes.HashCache | None:
-        if self.hash_cache is not None:
-            return self.hash_cache
-        try:
-            return hashes.default_cache()
-        except (AttributeError, RuntimeError):
-            return None
+        return hashes.cache_or_default(self.hash_cache)
 
     def refresh(self, force: bool = False) -> bool:
         """Rescan the folders, reading new and changed files; True when anything changed."""

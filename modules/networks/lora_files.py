@@ -224,12 +224,7 @@ class LoraRegistry:
             self.refresh()
 
     def _cache(self) -> hashes.HashCache | None:
-        if self.hash_cache is not None:
-            return self.hash_cache
-        try:
-            return hashes.default_cache()
-        except (AttributeError, RuntimeError):
-            return None
+        return hashes.cache_or_default(self.hash_cache)
 
     # --- lookups ----------------------------------------------------------------------------------
     def files(self) -> list[LoraFile]:
