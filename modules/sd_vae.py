@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from modules.engine.model import DiffusionModel
-from modules.model_manager.manager import VAE_AUTOMATIC, VAE_NONE, ModelManager, VaeNotFoundError
+from modules.model_manager.manager import VAE_AUTOMATIC, VAE_NONE, VaeNotFoundError
 from modules.model_manager.registry import CheckpointInfo
+from modules.sd_models import _manager, _manager_or_none
 
 __all__ = [
     "VaeNotFoundError",
@@ -37,18 +38,6 @@ none = VAE_NONE
 
 unspecified: Any = object()
 """default of `reload_vae_weights(vae_file=...)`: resolve from the settings"""
-
-
-def _manager() -> ModelManager:
-    from modules import shared
-
-    return shared.require_model_manager()
-
-
-def _manager_or_none() -> ModelManager | None:
-    from modules import shared
-
-    return shared.model_manager
 
 
 class _VaeDictView(Mapping[str, str]):

@@ -35,8 +35,9 @@ def wait_generation_done(page: object, tab: str, timeout: int = GEN_TIMEOUT) -> 
 
 
 def generate(page: object, tab: str, timeout: int = GEN_TIMEOUT) -> None:
-    """Click Generate and wait for the job to end: the infotext (or the error area) changes and the
-    Interrupt button is gone. A fast job can end before its Interrupt button is ever seen."""
+    """Click Generate and wait for the job to end: the infotext changes (or an error shows) and the
+    Interrupt button is gone. A fast job can end before its Interrupt button is ever seen; notes
+    shown while the job runs do not count as its end."""
     before = page.locator(f"#html_info_{tab}").inner_text()
     page.locator(f"#{tab}_generate").click()
     try:
@@ -44,7 +45,7 @@ def generate(page: object, tab: str, timeout: int = GEN_TIMEOUT) -> None:
             "([tab, before]) => {"
             "  const info = document.querySelector('#html_info_' + tab);"
             "  const log = document.querySelector('#html_log_' + tab);"
-            "  return (info && info.innerText !== before) || (log && log.innerText.trim() !== '');"
+            "  return (info && info.innerText !== before) || (log && log.querySelector('.easel-error') !== null);"
             "}", arg=[tab, before], timeout=timeout)
     except Exception:
         from conftest import screenshot
@@ -60,7 +61,7 @@ def images_under(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.png"), key=lambda p: p.stat().st_mtime) if folder.exists() else []
 
 
-def wait_for_new_image(folder: Path, before: list[Path], timeout: float = 30.0) -> Path:
+def wait_for_new_image(folder: Path, before: list[Path], timeout: float = 90.0) -> Path:
     deadline = time.time() + timeout
     while time.time() < deadline:
         new = [p for p in images_under(folder) if p not in before]

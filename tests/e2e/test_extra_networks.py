@@ -204,6 +204,11 @@ def test_styles_apply_to_generation_and_save(server, open_page):
     page.locator("#txt2img_styles input").click()
     page.locator("[role=option]", has_text="Golden").first.click()
     page.keyboard.press("Escape")
+    # Close the dropdown for good (a click elsewhere) so the Generate click is not spent closing it,
+    # and let the page settle before reading the infotext that generate() compares against.
+    page.locator("#txt2img_neg_prompt textarea").click()
+    page.wait_for_timeout(500)
+    page.wait_for_selector("#model_status .model-status-ready", timeout=60_000)
     outputs = server.data_dir / "outputs" / "txt2img-images"
     before = images_under(outputs)
     generate(page, "txt2img")

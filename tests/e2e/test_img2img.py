@@ -21,7 +21,8 @@ def test_inpaint_with_a_painted_mask_keeps_the_rest(server, open_page, tmp_path)
     page.locator("#tab_img2img-button").click()
     page.locator("#img2img_inpaint_tab-button").click()
     page.locator("#img2maskimg input[type=file]").first.set_input_files(str(source))
-    page.wait_for_timeout(1000)
+    page.locator("#img2maskimg canvas").first.wait_for(state="visible", timeout=30_000)
+    page.wait_for_timeout(2000)  # let the editor take the upload before painting over it
 
     # Paint a short horizontal stroke through the middle of the picture (the brush is the active tool).
     canvas = page.locator("#img2maskimg canvas").first.bounding_box()
@@ -31,7 +32,7 @@ def test_inpaint_with_a_painted_mask_keeps_the_rest(server, open_page, tmp_path)
     for step in range(1, 7):
         page.mouse.move(cx - 6 + step * 2, cy)
     page.mouse.up()
-    page.wait_for_timeout(1000)
+    page.wait_for_timeout(2000)  # the editor sends its layers to the server after the stroke
     screenshot(page, "inpaint-mask-painted")
 
     set_text(page, "img2img_prompt", "a blue square")
