@@ -181,27 +181,8 @@ def load_from_state_dict(
     vae = _vae_from_ldm(vae_weights, config_dir, device=vae_device or device, dtype=vae_dtype, name=name)
     del vae_weights
 
-    text_encoder = _text_encoder_from_checkpoint(
-        checkpoint, config_dir, "text_encoder", family, index, device=device, dtype=dtype, name=name
-    )
-    tokenizer = load_tokenizer(tokenizer_dir(config_dir, "tokenizer", family=family))
-    text_encoder_2 = tokenizer_2 = None
-    if family == "sdxl":
-        text_encoder_2 = _text_encoder_from_checkpoint(
-            checkpoint, config_dir, "text_encoder_2", family, index, device=device, dtype=dtype, name=name
-        )
-        tokenizer_2 = load_tokenizer(tokenizer_dir(config_dir, "tokenizer_2", family=family))
-
-    return DiffusionModel(
-        family=family,
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler_config=read_scheduler_config(config_dir),
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2,
-    )
+    return _bundle(family, unet, vae, config_dir, lambda subfolder: _text_encoder_from_checkpoint(
+        checkpoint, config_dir, subfolder, family, index, device=device, dtype=dtype, name=name))
 
 
 def normalize_checkpoint_keys(state_dict: Mapping[str, torch.Tensor], family: str) -> Mapping[str, torch.Tensor]:
@@ -372,19 +353,23 @@ def load_diffusers_folder(
 
     unet = diffusers_component(UNet2DConditionModel, "unet", device, dtype)
     vae = diffusers_component(AutoencoderKL, "vae", vae_device or device, vae_dtype)
-    text_encoder = text_component("text_encoder")
-    tokenizer = load_tokenizer(tokenizer_dir(path, "tokenizer", family=family))
+    return _bundle(family, unet, vae, path, text_component)
+
+
+def _bundle(family: str, unet: Any, vae: Any, config_dir: Path, text_component: Any) -> DiffusionModel:
+    """The model bundle: text encoder(s) built by `text_component(subfolder)`, tokenizers and the
+    scheduler config from `config_dir` (SDXL has a second encoder and tokenizer)."""
     text_encoder_2 = tokenizer_2 = None
     if family == "sdxl":
         text_encoder_2 = text_component("text_encoder_2")
-        tokenizer_2 = load_tokenizer(tokenizer_dir(path, "tokenizer_2", family=family))
+        tokenizer_2 = load_tokenizer(tokenizer_dir(config_dir, "tokenizer_2", family=family))
     return DiffusionModel(
         family=family,
         unet=unet,
         vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler_config=read_scheduler_config(path),
+        text_encoder=text_component("text_encoder"),
+        tokenizer=load_tokenizer(tokenizer_dir(config_dir, "tokenizer", family=family)),
+        scheduler_config=read_scheduler_config(config_dir),
         text_encoder_2=text_encoder_2,
         tokenizer_2=tokenizer_2,
     )
