@@ -286,6 +286,19 @@ class StableDiffusionProcessing:
         )
 
 
+def inpaint_conditioning(model: DiffusionModel, pixels: torch.Tensor, masks: torch.Tensor,
+                         weight: float = 1.0) -> torch.Tensor:
+    """The extra UNet input of 9-channel inpainting models (diffusers' layout): the mask at latent size,
+    then the latents of the picture with the masked part blanked (pixels in -1..1, masks in 0..1 at
+    pixel size; `weight` < 1 blanks the masked part only partly)."""
+    keep = (masks < 0.5).to(pixels.dtype)
+    masked = pixels * (1.0 - weight * (1.0 - keep))
+    masked_latents = vae.encode(model, masked, auto_fp32=bool(shared.opts.auto_vae_precision))
+    h, w = masked_latents.shape[2], masked_latents.shape[3]
+    small = torch.nn.functional.interpolate(masks, size=(h, w))
+    return torch.cat([small.to(masked_latents), masked_latents], dim=1)
+
+
 @dataclass(repr=False)
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     enable_hr: bool = False
@@ -310,7 +323,13 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
                should_stop: Any) -> torch.Tensor:
         run = self.sampler_run(model, seeds)
         x = self.make_noise(model, seeds, subseeds) * run.init_noise_sigma
-        return denoise.sample(model, run, x, guidance, on_step=_step_reporter(self, model), should_stop=should_stop,
+        img_cond = None
+        if model.is_inpaint:
+            # An inpainting UNet asked for a whole new picture: everything is masked, nothing is kept.
+            blank = torch.zeros(len(seeds), 3, self.height, self.width)
+            img_cond = inpaint_conditioning(model, blank, torch.ones(len(seeds), 1, self.height, self.width))
+        return denoise.sample(model, run, x, guidance, image_conditioning=img_cond,
+                              on_step=_step_reporter(self, model), should_stop=should_stop,
                               hooks=_denoiser_hooks(self))
 
 
@@ -409,8 +428,18 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             if self.mask_round:
                 lm = lm.round()
             self.nmask = lm.to(model.device)
-            if model.is_inpaint:
-                self.image_conditioning = self._inpaint_conditioning(model, pixels, latent_masks)
+        if model.is_inpaint:
+            # Without a mask an inpainting UNet sees the whole picture as masked. The "Inpainting
+            # conditioning mask strength" setting softens the blanking (1: blank, 0: keep the source).
+            if latent_masks:
+                masks = torch.stack([torch.from_numpy(np.asarray(m.convert("L"), dtype=np.float32) / 255.0)
+                                     for m in latent_masks])[:, None]
+            else:
+                masks = torch.ones(pixels.shape[0], 1, *pixels.shape[2:])
+            weight = float(shared.opts.inpainting_mask_weight)
+            if weight != 1.0:
+                self.extra_generation_params["Conditional mask weight"] = weight
+            self.image_conditioning = inpaint_conditioning(model, pixels, masks, weight=weight)
 
     def _note_inpaint_params(self) -> None:
         """Inpainting settings in the infotext, under A1111's keys (written only where they differ from
@@ -431,17 +460,6 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         if self.inpaint_full_res:
             extra["Inpaint area"] = "Only masked"
             extra["Masked area padding"] = self.inpaint_full_res_padding
-
-    def _inpaint_conditioning(self, model: DiffusionModel, pixels: torch.Tensor,
-                              pixel_masks: list[Image.Image]) -> torch.Tensor:
-        """Mask and masked-image latents for 9-channel inpainting UNets (diffusers' layout)."""
-        masks = torch.stack([torch.from_numpy(np.asarray(m.convert("L"), dtype=np.float32) / 255.0)
-                             for m in pixel_masks])[:, None]
-        masked = pixels * (masks < 0.5)
-        masked_latents = vae.encode(model, masked, auto_fp32=bool(shared.opts.auto_vae_precision))
-        h, w = masked_latents.shape[2], masked_latents.shape[3]
-        small = torch.nn.functional.interpolate(masks, size=(h, w))
-        return torch.cat([small.to(masked_latents), masked_latents], dim=1)
 
     def _batch_slice(self, t: torch.Tensor | None, index: int, count: int) -> torch.Tensor | None:
         if t is None:

@@ -65,6 +65,9 @@ options_templates.update(options_section(("sd", "Stable Diffusion"), {
     "img2img_fix_steps": OptionInfo(False, "With img2img, do exactly the amount of steps the slider specifies"),
     "initial_noise_multiplier": OptionInfo(1.0, "Noise multiplier for img2img",
                                            component_args={"minimum": 0.0, "maximum": 1.5, "step": 0.001}),
+    "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength",
+                                         component_args={"minimum": 0.0, "maximum": 1.0, "step": 0.01},
+                                         infotext="Conditional mask weight"),
     "upscaler_for_img2img": OptionInfo(None, "Upscaler for img2img"),
     "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts of the input image with this color"),
 }))

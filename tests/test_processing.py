@@ -242,6 +242,34 @@ def test_inpaint_keeps_pixels_outside_the_mask(easel: Path, checkpoint: str, ful
     assert np.abs(out[inside] - arr(picture)[inside]).mean() > 3
 
 
+def test_inpainting_checkpoint_draws_txt2img_and_plain_img2img(easel: Path) -> None:
+    """A 9-channel inpainting UNet also serves txt2img and unmasked img2img: everything counts as
+    masked (mask of ones, blanked picture latents), as A1111 feeds such models."""
+    from modules.engine import vae
+    from modules.processing import inpaint_conditioning
+
+    shared.opts.sd_model_checkpoint = "tiny-sd1-inpaint"
+    res = process_images(txt2img(seed=3, do_not_save_samples=True))
+    assert shared.model_manager.current_info.model_name == "tiny-sd1-inpaint"
+    assert res.images[0].size == (64, 64) and "Seed: 3" in res.infotexts[0]
+    model = shared.model_manager.ensure()
+    cond = inpaint_conditioning(model, torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
+    assert cond.shape[1] == 1 + model.latent_channels and torch.all(cond[:, :1] == 1)
+    assert torch.allclose(cond[:, 1:], vae.encode(model, torch.zeros(1, 3, 64, 64)))
+
+    def img2img() -> StableDiffusionProcessingImg2Img:
+        return StableDiffusionProcessingImg2Img(init_images=[_picture()], prompt="x", seed=2, steps=4, width=64,
+                                                height=64, denoising_strength=0.6, sampler_name="Euler",
+                                                do_not_save_samples=True)
+
+    blanked = process_images(img2img())
+    assert "Conditional mask weight" not in blanked.infotexts[0]
+    shared.opts.inpainting_mask_weight = 0.0
+    kept = process_images(img2img())
+    assert "Conditional mask weight: 0.0" in kept.infotexts[0]
+    assert not np.array_equal(arr(blanked.images[0]), arr(kept.images[0]))
+
+
 def test_mask_of_another_size_is_resized(easel: Path) -> None:
     p = StableDiffusionProcessingImg2Img(init_images=[_picture()], mask=_mask().resize((128, 128)), mask_blur=0,
                                          prompt="x", seed=1, steps=3, width=64, height=64, sampler_name="Euler",

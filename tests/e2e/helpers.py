@@ -35,9 +35,9 @@ def wait_generation_done(page: object, tab: str, timeout: int = GEN_TIMEOUT) -> 
 
 
 def generate(page: object, tab: str, timeout: int = GEN_TIMEOUT) -> None:
-    """Click Generate and wait for the job to end: the infotext changes (or an error shows) and the
-    Interrupt button is gone. A fast job can end before its Interrupt button is ever seen; notes
-    shown while the job runs do not count as its end."""
+    """Click Generate and wait for the job to end: a new infotext (one with "Steps:") shows, or an
+    error does, and the Interrupt button is gone. A fast job can end before its Interrupt button is
+    ever seen; notes and status text shown while the job runs do not count as its end."""
     before = page.locator(f"#html_info_{tab}").inner_text()
     page.locator(f"#{tab}_generate").click()
     try:
@@ -45,7 +45,9 @@ def generate(page: object, tab: str, timeout: int = GEN_TIMEOUT) -> None:
             "([tab, before]) => {"
             "  const info = document.querySelector('#html_info_' + tab);"
             "  const log = document.querySelector('#html_log_' + tab);"
-            "  return (info && info.innerText !== before) || (log && log.querySelector('.easel-error') !== null);"
+            "  const text = info ? info.innerText : '';"
+            "  return (text !== before && text.includes('Steps:'))"
+            "    || (log && log.querySelector('.easel-error') !== null);"
             "}", arg=[tab, before], timeout=timeout)
     except Exception:
         from conftest import screenshot
@@ -61,14 +63,18 @@ def images_under(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.png"), key=lambda p: p.stat().st_mtime) if folder.exists() else []
 
 
-def wait_for_new_image(folder: Path, before: list[Path], timeout: float = 90.0) -> Path:
+def wait_for_new_image(folder: Path, before: list[Path], timeout: float = 90.0,
+                       server: object | None = None) -> Path:
+    """The newest image saved under `folder` since `before`; on failure the message carries the end of
+    the server's log (pass `server`) so a CI failure says what the server did."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         new = [p for p in images_under(folder) if p not in before]
         if new:
             return new[-1]
         time.sleep(0.2)
-    raise AssertionError(f"no new image under {folder}")
+    tail = "\n".join(server.read_log().splitlines()[-40:]) if server is not None else ""
+    raise AssertionError(f"no new image under {folder}\n{tail}")
 
 
 def parameters_of(path: Path) -> str:

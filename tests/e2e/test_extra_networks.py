@@ -212,7 +212,7 @@ def test_styles_apply_to_generation_and_save(server, open_page):
     outputs = server.data_dir / "outputs" / "txt2img-images"
     before = images_under(outputs)
     generate(page, "txt2img")
-    text = parameters_of(wait_for_new_image(outputs, before))
+    text = parameters_of(wait_for_new_image(outputs, before, server=server))
     assert text.split("\n")[0] == "a quiet harbour, golden hour light"
     assert text.split("\n")[1] == "Negative prompt: dark"
     assert field_value(page, "txt2img_prompt") == "a quiet harbour"

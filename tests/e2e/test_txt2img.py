@@ -43,7 +43,7 @@ def test_generate_saves_png_with_infotext(server, open_page):
     generate(page, "txt2img")
     page.wait_for_selector("#txt2img_gallery img", timeout=30_000)
 
-    saved = wait_for_new_image(outputs, before)
+    saved = wait_for_new_image(outputs, before, server=server)
     text = parameters_of(saved)
     lines = text.split("\n")
     assert lines[0] == "a red apple on a table"
