@@ -25,13 +25,6 @@ SHARE_REFUSED = (
     "start it with --listen (with --gradio-auth / --api-auth) and put your own reverse proxy in front."
 )
 
-NOT_IMPLEMENTED_FLAGS = {
-    "medvram": "--medvram is accepted but not implemented yet: the whole model stays on the device",
-    "lowvram": "--lowvram is accepted but not implemented yet: the whole model stays on the device",
-}
-"""Flags A1111 users pass that Easel accepts without acting on them yet: each gets a warning at start."""
-
-
 def refusal(args: argparse.Namespace) -> str | None:
     """Why these flags cannot be served, or None. Checked before anything is prepared or loaded."""
     if args.share:
@@ -54,10 +47,6 @@ def port_problem(host: str, port: int) -> str | None:
         except OSError as e:
             return f"cannot serve on {host}:{port}: {e.strerror or e} (is another server using that port? see --port)"
     return None
-
-
-def flag_warnings(args: argparse.Namespace) -> list[str]:
-    return [msg for name, msg in NOT_IMPLEMENTED_FLAGS.items() if getattr(args, name, False)]
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -132,8 +121,6 @@ def start(args: argparse.Namespace, *, started_at: float | None = None) -> int:
     started_at = time.monotonic() if started_at is None else started_at
     check_args(args)
     configure_logging(args)
-    for message in flag_warnings(args):
-        log.warning(message)
     from modules.app import StartingGate, server_address
 
     host, port = server_address(args)
@@ -152,10 +139,15 @@ def start(args: argparse.Namespace, *, started_at: float | None = None) -> int:
     config = uvicorn.Config(gate, host=host, port=port, log_level="debug" if args.log_level == "DEBUG" else "warning",
                             timeout_keep_alive=args.timeout_keep_alive, lifespan="on")
     server = uvicorn.Server(config)
+    from modules import restart
+
+    restart.attach(server)  # "Apply and restart UI" stops this server, then the process re-executes
     startup = _Startup(args, gate, server, local_url(host, port), started_at)
     # A daemon thread: Ctrl+C during start-up ends the process without waiting for the imports.
     threading.Thread(target=startup.run, name="easel-startup", daemon=True).start()
     server.run()
+    if restart.restart_requested():
+        restart.exec_restart()
     if startup.failed:
         return 1
     # uvicorn returns normally after a failed bind, having logged why; say so in the exit status.

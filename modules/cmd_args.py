@@ -80,8 +80,11 @@ def build_parser() -> EaselArgumentParser:
     add("--upcast-sampling", action="store_true", help="accepted for compatibility; sampling math is fp32 already")
     add("--use-cpu", nargs="+", default=[], help="run these parts on the CPU: all, SD, VAE, ...")
     add("--device-id", type=str, default=None, help="CUDA device index to use")
-    add("--medvram", action="store_true", help="keep only the active model part on the GPU")
-    add("--lowvram", action="store_true", help="offload model layers to the CPU as they run")
+    add("--medvram", action="store_true",
+        help="keep the model in RAM and move each part (text encoders, UNet, VAE) to the GPU only while it runs")
+    add("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
+    add("--lowvram", action="store_true",
+        help="keep the model in RAM and move its layers to the GPU one at a time as they run (slow, least VRAM)")
     add("--disable-nan-check", action="store_true", help="skip the NaN check on decoded images")
 
     # Models

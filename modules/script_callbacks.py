@@ -173,6 +173,25 @@ def ui_tabs_callback() -> list[tuple[Any, str, str]]:
     return tabs
 
 
+def ui_tabs_by_owner() -> list[tuple[str, list[Any]]]:
+    """As `ui_tabs_callback`, with the name of the extension whose callback returned each list, so
+    the page can report a tab it cannot show under that name. A callback that raises is reported and
+    left out; whatever a callback returned is passed on as a list, unchecked."""
+    out: list[tuple[str, list[Any]]] = []
+    for item in list(callback_map["callbacks_ui_tabs"]):
+        try:
+            result = item.callback()
+        except Exception:
+            _report(item, "callbacks_ui_tabs")
+            continue
+        if result is None:
+            result = []
+        elif not isinstance(result, (list, tuple)):
+            result = [result]
+        out.append((_owner(item), list(result)))
+    return out
+
+
 def ui_train_tabs_callback(params: UiTrainTabParams) -> None:
     _run("callbacks_ui_train_tabs", params)
 

@@ -381,13 +381,16 @@ class ScriptRunner:
         self._ui_lock = threading.Lock()
         self.on_before_component_elem_id: dict[str, list[tuple[Callable[..., Any], Script]]] = {}
         self.on_after_component_elem_id: dict[str, list[tuple[Callable[..., Any], Script]]] = {}
-        self._component_callbacks_collected = False
+        self._ui_prepared = False
+        self._ui_done: set[int] = set()
 
     def initialize_scripts(self, is_img2img: bool) -> None:
         """Instantiate every loaded script class that shows on this tab."""
         self.scripts.clear()
         self.alwayson_scripts.clear()
         self.selectable_scripts.clear()
+        self.on_before_component_elem_id = {}
+        self.on_after_component_elem_id = {}
         self.is_img2img = is_img2img
         for data in scripts_data:
             try:
@@ -455,39 +458,94 @@ class ScriptRunner:
         if script.paste_field_names:
             self.paste_field_names.extend(script.paste_field_names)
 
-    def setup_ui_for_section(self, section: str | None, scriptlist: list[Script] | None = None) -> None:
-        """Create the inputs of the scripts of `section` (default: always-on scripts) in the current
-        Gradio context, each in its own group as A1111 does."""
-        import gradio as gr
-
-        for script in (self.alwayson_scripts if scriptlist is None else scriptlist):
-            if script.alwayson and script.section != section:
-                continue
-            if script.create_group:
-                with gr.Group(visible=script.alwayson) as group:
-                    self.create_script_ui(script)
-                script.group = group
-            else:
-                self.create_script_ui(script)
-
-    def setup_ui(self) -> None:
-        """Create every script's inputs in the current Gradio context: the always-on scripts (section
-        None; the UI creates other sections where they belong with `setup_ui_for_section`), the
-        "Script" dropdown in slot 0, then the selectable scripts, each in a hidden group.
-
-        `self.dropdown` is the dropdown; the UI shows a selectable script's group when it is chosen.
-        """
-        import gradio as gr
-
+    def prepare_ui(self) -> None:
+        """Start a new layout of the inputs; the page then creates the scripts of each section where
+        it belongs (`setup_ui_for_section`) and finally the rest (`setup_ui`), in page order, so the
+        argument slices follow the order the inputs appear in."""
         self.inputs = [None]
         self.infotext_fields = []
         self.paste_field_names = []
-        self.setup_ui_for_section(None)
-        self.dropdown = gr.Dropdown(label="Script", elem_id=f"{'img2img' if self.is_img2img else 'txt2img'}_script_list",
-                                    choices=["None", *self.titles], value="None", type="index")
+        self._ui_done = set()
+        self._ui_prepared = True
+
+    def _create_in_group(self, script: Script) -> None:
+        import gradio as gr
+
+        self._ui_done.add(id(script))
+        if not script.create_group:
+            self.create_script_ui(script)
+            return
+        with gr.Group(visible=script.alwayson, elem_classes="easel-script-group") as group:
+            self.create_script_ui(script)
+        if script.alwayson and not group.children:
+            group.visible = False  # a hooks-only script: no empty box on the page
+        script.group = group
+
+    def setup_ui_for_section(self, section: str | None, scriptlist: list[Script] | None = None) -> None:
+        """Create the inputs of the always-on scripts of `section` (or of the scripts in `scriptlist`)
+        in the current Gradio context, each in its own group as A1111 does."""
+        if not self._ui_prepared:
+            self.prepare_ui()
+        for script in (self.alwayson_scripts if scriptlist is None else scriptlist):
+            if script.alwayson and script.section != section:
+                continue
+            if id(script) not in self._ui_done:
+                self._create_in_group(script)
+
+    def setup_ui(self) -> list[Any]:
+        """Create the remaining scripts' inputs in the current Gradio context: the always-on scripts
+        no section placed (section None, or one this page has no place for), the "Script" dropdown
+        in slot 0, then each selectable script in a group that shows while it is chosen.
+
+        Returns `self.inputs`: the components whose values the UI sends as `script_args`.
+        """
+        import gradio as gr
+
+        if not self._ui_prepared:
+            self.prepare_ui()
+        for script in self.alwayson_scripts:
+            if id(script) not in self._ui_done:
+                self._create_in_group(script)
+        self.dropdown = gr.Dropdown(label="Script", elem_id="script_list", choices=["None", *self.titles],
+                                    value="None", type="index")
         self.inputs[0] = self.dropdown
-        self.setup_ui_for_section(None, self.selectable_scripts)
+        for script in self.selectable_scripts:
+            self._create_in_group(script)
+        self._connect_dropdown()
+        self._ui_prepared = False
         self.ui_created = True
+        return self.inputs
+
+    def _connect_dropdown(self) -> None:
+        """Show the chosen script's group (also when pasted parameters or ui-config.json choose it)."""
+        import gradio as gr
+
+        dropdown = self.dropdown
+        grouped = [(i + 1, s.group) for i, s in enumerate(self.selectable_scripts) if s.group is not None]
+        titles = list(self.titles)
+
+        def select_script(index: Any) -> list[Any]:
+            chosen = int(index or 0)
+            return [gr.update(visible=number == chosen) for number, _ in grouped]
+
+        def init_field(title: Any) -> None:
+            chosen = titles.index(title) + 1 if title in titles else 0
+            for number, group in grouped:
+                group.visible = number == chosen
+
+        dropdown.init_field = init_field
+        if grouped:
+            dropdown.change(fn=select_script, inputs=[dropdown], outputs=[g for _, g in grouped],
+                            show_progress="hidden", queue=False)
+        def script_from_params(params: dict[str, Any]) -> str:
+            # An infotext without "Script" (a plain generation) deselects any script when pasted.
+            title = str(params.get("Script", "None"))
+            if title != "None" and title not in titles:
+                log.warning("pasted parameters name the script %r, which this tab does not have", title)
+                return "None"
+            return title
+
+        self.infotext_fields.append((dropdown, script_from_params))
 
     def ensure_inputs(self) -> None:
         """Build the inputs outside the page when no UI built them (API-only server): the components'
@@ -498,6 +556,7 @@ class ScriptRunner:
             import gradio as gr
 
             with gr.Blocks(analytics_enabled=False):
+                self.prepare_ui()
                 self.setup_ui()
 
     def init_default_script_args(self) -> list[Any]:
@@ -619,7 +678,7 @@ class ScriptRunner:
     def before_hr(self, p: Any) -> None:
         self._call_alwayson("before_hr", p)
 
-    # --- UI component hooks (the UI calls these around every named component it creates) --------------
+    # --- UI component hooks (modules.ui.component_hooks calls these around every block of the page) -----
     def before_component(self, component: Any, **kwargs: Any) -> None:
         self._component_hook("before_component", self.on_before_component_elem_id, component, kwargs)
 
@@ -628,9 +687,8 @@ class ScriptRunner:
 
     def _component_hook(self, name: str, by_id: dict[str, list[tuple[Callable[..., Any], Script]]],
                         component: Any, kwargs: dict[str, Any]) -> None:
-        if not self._component_callbacks_collected:
-            self._collect_component_callbacks()
-        elem_id = kwargs.get("elem_id")
+        self.apply_on_before_component_callbacks()
+        elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
         for callback, script in by_id.get(elem_id, []) if elem_id else []:
             try:
                 callback(OnComponent(component=component))
@@ -642,13 +700,18 @@ class ScriptRunner:
             except Exception:
                 _report(script.filename or "?", f"running {name}")
 
-    def _collect_component_callbacks(self) -> None:
-        self._component_callbacks_collected = True
+    def apply_on_before_component_callbacks(self) -> None:
+        """Take the elem_id callbacks scripts registered with on_before/after_component (in __init__,
+        ui() or an earlier hook) into the runner, where they stay for later page builds."""
         for script in self.scripts:
             for elem_id, cb in script.on_before_component_elem_id or []:
                 self.on_before_component_elem_id.setdefault(elem_id, []).append((cb, script))
             for elem_id, cb in script.on_after_component_elem_id or []:
                 self.on_after_component_elem_id.setdefault(elem_id, []).append((cb, script))
+            if script.on_before_component_elem_id:
+                script.on_before_component_elem_id.clear()
+            if script.on_after_component_elem_id:
+                script.on_after_component_elem_id.clear()
 
 
 scripts_txt2img: ScriptRunner = ScriptRunner()
@@ -658,14 +721,15 @@ scripts_current: ScriptRunner | None = None
 
 
 def before_component(component: Any, **kwargs: Any) -> None:
-    """For the UI: before creating a named component (extension callbacks and the tab's scripts)."""
-    script_callbacks.before_component_callback(component, **kwargs)
+    """For the UI: before creating a component (the tab's scripts, then extension callbacks)."""
     if scripts_current is not None:
         scripts_current.before_component(component, **kwargs)
+    script_callbacks.before_component_callback(component, **kwargs)
 
 
 def after_component(component: Any, **kwargs: Any) -> None:
-    """For the UI: after creating a named component; extensions attach to it by elem_id here."""
+    """For the UI: after creating a component (extension callbacks, then the tab's scripts, which
+    attach to it by elem_id here)."""
     script_callbacks.after_component_callback(component, **kwargs)
     if scripts_current is not None:
         scripts_current.after_component(component, **kwargs)

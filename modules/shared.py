@@ -73,6 +73,7 @@ def initialize(args: argparse.Namespace | None = None, *, load_settings: bool = 
     """Point the process at a data tree: flags, folders, settings, device policy, model manager."""
     global cmd_opts, paths, opts, state, model_manager, device
     from modules import devices
+    from modules.engine import offload
     from modules.model_manager.manager import ModelManager
 
     cmd_opts = args if args is not None else cmd_args.defaults()
@@ -88,6 +89,9 @@ def initialize(args: argparse.Namespace | None = None, *, load_settings: bool = 
     device = policy.device
     model_manager = ModelManager(paths=paths, opts=opts, cmd_opts=cmd_opts, policy=policy)
     log.info("device policy: %s", policy.describe())
+    offload_note = offload.startup_note(cmd_opts, policy)
+    if offload_note is not None:
+        log.info(offload_note)
 
 
 def require_model_manager() -> ModelManager:

@@ -81,11 +81,10 @@ def test_refusal_rules() -> None:
     assert "not a TCP port" in (webui.refusal(_args("--port", "70000")) or "")
 
 
-def test_unimplemented_flags_warn() -> None:
-    assert webui.flag_warnings(_args()) == []
-    warnings = webui.flag_warnings(_args("--medvram", "--lowvram"))
-    assert any("--medvram" in w for w in warnings)
-    assert any("--lowvram" in w for w in warnings)
+def test_memory_flags_parse() -> None:
+    args = _args("--medvram", "--medvram-sdxl", "--lowvram")
+    assert args.medvram and args.medvram_sdxl and args.lowvram
+    assert not any(getattr(_args(), name) for name in ("medvram", "medvram_sdxl", "lowvram"))
 
 
 # --- server address ------------------------------------------------------------------------------------

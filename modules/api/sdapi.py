@@ -10,7 +10,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -327,14 +326,14 @@ def build_router(args: argparse.Namespace) -> APIRouter:
 
         @r.post("/server-restart")
         async def restart_webui() -> Any:
-            # The process replaces itself with a fresh one on the same command line.
+            # The server shuts down gracefully, then the process runs its command line again.
+            from modules import restart
+
+            if not restart.is_restartable():
+                raise ApiError(409, "this server process cannot restart itself; restart it by hand",
+                               "NotRestartable")
             get_queue().interrupt_running()
-
-            def again() -> None:
-                sys.stdout.flush()
-                os.execv(sys.executable, [sys.executable, *sys.argv])
-
-            _schedule(again)
+            restart.request_restart()
             return {}
 
     return r

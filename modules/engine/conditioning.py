@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from modules import prompt_parser
+from modules.engine import offload
 from modules.engine.model import DiffusionModel
 
 CHUNK_TOKENS = 75
@@ -246,17 +247,17 @@ class PromptEncoder:
         model = self.model
         weights = torch.tensor([[1.0, *c.weights] + [1.0] * (CHUNK_TOKENS + 1 - len(c.weights)) for c in chunks])
         ids = torch.tensor([self._frame(model.tokenizer, c.tokens) for c in chunks], dtype=torch.long,
-                           device=model.text_encoder.device)
+                           device=model.device_of(model.text_encoder))
         if not model.is_sdxl:
-            with self._embeddings_in(model.text_encoder, chunks, 0):
+            with offload.stage(model, "text_encoder"), self._embeddings_in(model.text_encoder, chunks, 0):
                 h, _ = self._hidden(model.text_encoder, ids, sdxl=False)
             h = self._emphasize(h, weights.to(h.device))
             return TextConditioning(h.reshape(1, -1, h.shape[-1]))
         ids2 = torch.tensor([self._frame(model.tokenizer_2, c.tokens) for c in chunks], dtype=torch.long,
-                            device=model.text_encoder_2.device)
-        with self._embeddings_in(model.text_encoder, chunks, 0):
+                            device=model.device_of(model.text_encoder_2))
+        with offload.stage(model, "text_encoder"), self._embeddings_in(model.text_encoder, chunks, 0):
             h1, _ = self._hidden(model.text_encoder, ids, sdxl=True)
-        with self._embeddings_in(model.text_encoder_2, chunks, 1):
+        with offload.stage(model, "text_encoder_2"), self._embeddings_in(model.text_encoder_2, chunks, 1):
             h2, pooled = self._hidden(model.text_encoder_2, ids2, sdxl=True)
         h1 = self._emphasize(h1, weights.to(h1.device))
         h2 = self._emphasize(h2, weights.to(h2.device)).to(h1.device)

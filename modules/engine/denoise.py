@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from modules.engine import offload
 from modules.engine.conditioning import GuidancePlan, StepConditioning, TextConditioning
 from modules.engine.model import DiffusionModel
 
@@ -165,13 +166,21 @@ def sample(
     `run` is a modules.engine.samplers.SamplerRun. Raises Interrupted if should_stop() turns true.
     """
     unet = model.unet
+    device = model.device
+    latents = latents.to(device=device, dtype=torch.float32)
+    with offload.stage(model, "unet"):
+        return _loop(model, unet, run, latents, guidance, image_conditioning, blend, on_step, should_stop, hooks)
+
+
+def _loop(model: DiffusionModel, unet: Any, run: Any, latents: torch.Tensor, guidance: Guidance,
+          image_conditioning: torch.Tensor | None, blend: InpaintBlend | None,
+          on_step: Callable[[StepInfo], None] | None, should_stop: Callable[[], bool] | None,
+          hooks: DenoiserHooks | None) -> torch.Tensor:
     dtype = model.dtype
     device = model.device
     timesteps = run.timesteps
     total = len(timesteps)
     batch = latents.shape[0]
-    latents = latents.to(device=device, dtype=torch.float32)
-
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Interrupted()

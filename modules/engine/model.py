@@ -38,11 +38,30 @@ class DiffusionModel:
     """file name of the external VAE in use (None: the checkpoint's own)"""
     vae_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    offload: Any = None
+    """modules.engine.offload.Offloader when the weights live in RAM and move to the GPU to run
+    (--medvram / --lowvram), else None"""
 
     # --- what the engine asks -----------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
+        """Where the model computes: noise, latents and text embeddings are made here."""
+        if self.offload is not None:
+            return self.offload.execution_device
         return self.unet.device
+
+    @property
+    def storage_device(self) -> torch.device:
+        """Where the weights live between uses: the execution device unless offloaded."""
+        if self.offload is not None:
+            return self.offload.storage_device
+        return self.unet.device
+
+    def device_of(self, part: Any) -> torch.device:
+        """Where `part` (a component of this model) computes: where its inputs must go."""
+        if self.offload is not None:
+            return self.offload.execution_device
+        return next(part.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -99,6 +118,9 @@ class DiffusionModel:
         return "v" if self.prediction_type == "v_prediction" else "eps"
 
     def to(self, device: torch.device) -> DiffusionModel:
+        """Move every weight to `device` (not for offloaded models: their weights stay in storage)."""
+        if self.offload is not None:
+            raise ValueError("an offloaded model's weights stay on its storage device; it cannot be moved with to()")
         for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2):
             if m is not None:
                 m.to(device)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from modules.devices import NansException
+from modules.engine import offload
 from modules.engine.model import DiffusionModel
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,17 @@ def _upcast_vae(model: DiffusionModel) -> None:
 @torch.inference_mode()
 def decode(model: DiffusionModel, latents: torch.Tensor, *, auto_fp32: bool = True) -> torch.Tensor:
     """Latents (B, 4, h, w), unscaled as the sampler produces them -> images (B, 3, H, W) in [0, 1], float32 CPU."""
-    for attempt in range(2):
-        p = _vae_param(model)
-        x = (latents / model.vae_scaling_factor).to(device=p.device, dtype=p.dtype)
-        images = model.vae.decode(x).sample.float()
-        if not torch.isnan(images).any():
-            return (images / 2 + 0.5).clamp(0, 1).cpu()
-        if attempt == 0 and auto_fp32 and p.dtype != torch.float32:
-            _upcast_vae(model)
-            continue
-        break
+    with offload.stage(model, "vae"):
+        for attempt in range(2):
+            dtype = _vae_param(model).dtype
+            x = (latents / model.vae_scaling_factor).to(device=model.device_of(model.vae), dtype=dtype)
+            images = model.vae.decode(x).sample.float()
+            if not torch.isnan(images).any():
+                return (images / 2 + 0.5).clamp(0, 1).cpu()
+            if attempt == 0 and auto_fp32 and dtype != torch.float32:
+                _upcast_vae(model)
+                continue
+            break
     raise NansException("The VAE produced an image made of NaN values. Try --no-half-vae, or another VAE.")
 
 
@@ -51,16 +53,17 @@ def encode(model: DiffusionModel, images: torch.Tensor, *, auto_fp32: bool = Tru
     The mean is used instead of a sample so that an image always encodes to the same latents,
     whatever seed or batch it is in.
     """
-    for attempt in range(2):
-        p = _vae_param(model)
-        x = (images * 2 - 1).to(device=p.device, dtype=p.dtype)
-        latents = model.vae.encode(x).latent_dist.mean.float()
-        if not torch.isnan(latents).any():
-            return (latents * model.vae_scaling_factor).to(model.device)
-        if attempt == 0 and auto_fp32 and p.dtype != torch.float32:
-            _upcast_vae(model)
-            continue
-        break
+    with offload.stage(model, "vae"):
+        for attempt in range(2):
+            dtype = _vae_param(model).dtype
+            x = (images * 2 - 1).to(device=model.device_of(model.vae), dtype=dtype)
+            latents = model.vae.encode(x).latent_dist.mean.float()
+            if not torch.isnan(latents).any():
+                return (latents * model.vae_scaling_factor).to(model.device)
+            if attempt == 0 and auto_fp32 and dtype != torch.float32:
+                _upcast_vae(model)
+                continue
+            break
     raise NansException("The VAE produced NaN values while encoding the image. Try --no-half-vae, or another VAE.")
 
 

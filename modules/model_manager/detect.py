@@ -154,16 +154,17 @@ def detect_from_file(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
 
 
 @torch.no_grad()
-def probe_v_prediction(unet: Any) -> bool:
+def probe_v_prediction(unet: Any, device: torch.device | None = None) -> bool:
     """True when a UNet predicts v rather than noise.
 
     Evaluated at the last timestep on a constant input: there the noisy sample is almost pure noise,
     so an eps model returns roughly the input while a v model returns roughly its negation, and the
     mean of (output - input) falls well below -1. This is A1111's test for SD 2.x checkpoints.
+    `device`: where the UNet computes, when that is not where its weights are (offloaded models).
     """
     config = unet.config
     param = next(unet.parameters())
-    device, dtype = param.device, param.dtype
+    device, dtype = device or param.device, param.dtype
     blocks = len(getattr(config, "block_out_channels", (0, 0, 0, 0)))
     size = max(8, 2 ** max(blocks - 1, 0))
     x = torch.full((1, int(config.in_channels), size, size), 0.5, device=device, dtype=dtype)

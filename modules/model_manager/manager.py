@@ -29,6 +29,7 @@ import torch
 
 from modules import hashes
 from modules.devices import DevicePolicy, torch_gc
+from modules.engine import offload
 from modules.engine.model import DiffusionModel
 from modules.model_manager.arch import ModelArch, UnknownArchitectureError
 from modules.model_manager.detect import (
@@ -40,7 +41,7 @@ from modules.model_manager.detect import (
     probe_v_prediction,
     shapes_of,
 )
-from modules.model_manager.registry import CheckpointInfo, ModelRegistry, VaeInfo
+from modules.model_manager.registry import CheckpointInfo, ModelRegistry, VaeInfo, is_demo_checkpoint
 from modules.model_manager.safe_load import CheckpointReadError, read_state_dict
 from modules.options import Options
 from modules.paths import Paths
@@ -110,11 +111,13 @@ class ModelManager:
         loader: LoaderFunctions | None = None,
         *,
         hash_cache: hashes.HashCache | None = None,
+        offload_policy: offload.OffloadPolicy | None = None,
     ) -> None:
         self.paths = paths
         self.opts = opts
         self.cmd_opts = cmd_opts
         self.policy = policy
+        self._offload_policy = offload_policy
         self._loader = loader
         self.hash_cache = hash_cache if hash_cache is not None else hashes.cache_for(paths.cache_dir)
         self.probe_cache = ProbeCache(Path(paths.cache_dir) / "model_probes.json")
@@ -151,6 +154,17 @@ class ModelManager:
     @property
     def allow_unsafe(self) -> bool:
         return bool(getattr(self.cmd_opts, "disable_safe_unpickle", False))
+
+    @property
+    def offload_policy(self) -> offload.OffloadPolicy:
+        """--medvram / --medvram-sdxl / --lowvram on this device (given explicitly: any devices)."""
+        if self._offload_policy is not None:
+            return self._offload_policy
+        return offload.policy_from_args(self.cmd_opts, self.policy)
+
+    @offload_policy.setter
+    def offload_policy(self, value: offload.OffloadPolicy | None) -> None:
+        self._offload_policy = value
 
     @property
     def loader(self) -> LoaderFunctions:
@@ -210,7 +224,8 @@ class ModelManager:
 
     def default_checkpoint(self) -> CheckpointInfo | None:
         """What to load when nothing is asked for: --ckpt, else the `sd_model_checkpoint` setting when
-        it resolves, else the first checkpoint in the list (A1111's order)."""
+        it resolves, else the first checkpoint in the list (A1111's order) other than the small demo
+        model Easel ships, which is the default only when there is nothing else."""
         self._ensure_scanned()
         ckpt_arg = getattr(self.cmd_opts, "ckpt", None)
         if ckpt_arg:
@@ -224,7 +239,8 @@ class ModelManager:
                 return info
             log.warning("checkpoint %r from the settings was not found; using the first one", wanted)
         checkpoints = self.registry.checkpoints
-        return checkpoints[0] if checkpoints else None
+        own = [c for c in checkpoints if not is_demo_checkpoint(c)]
+        return (own or checkpoints or [None])[0]
 
     # --- state --------------------------------------------------------------------------------------
     @property
@@ -359,12 +375,15 @@ class ModelManager:
         torch_gc()  # collects the model's reference cycles, then returns cached device memory
 
     def _park(self, slot: _Slot) -> None:
-        """Move a model to the CPU, keeping it loaded (a no-op where the device is the CPU)."""
-        _move_model(slot.model, _CPU, _CPU)
+        """Move a model to the CPU, keeping it loaded (a no-op where the device is the CPU, and for an
+        offloaded model, whose weights are in RAM already)."""
+        if slot.model.offload is None:
+            _move_model(slot.model, _CPU, _CPU)
         slot.on_device = False
 
     def _to_device(self, slot: _Slot) -> None:
-        _move_model(slot.model, self.policy.device, self.policy.vae_device)
+        if slot.model.offload is None:  # an offloaded model's parts move to the device only to run
+            _move_model(slot.model, self.policy.device, self.policy.vae_device)
         slot.on_device = True
 
     def _build(self, info: CheckpointInfo, previous: _Slot | None, *, replacing: _Slot | None) -> _Slot:
@@ -383,19 +402,24 @@ class ModelManager:
                 self._park(previous)
                 parked_previous = True
 
-        device_kw: dict[str, Any] = {
-            "device": self.policy.device,
-            "dtype": self.policy.dtype,
-            "vae_dtype": self.policy.vae_dtype,
-            "vae_device": self.policy.vae_device,
-        }
+        offload_policy = self.offload_policy
+
+        def device_kw(family: str | None) -> dict[str, Any]:
+            # Offloaded models are built in storage (RAM): a model bigger than the GPU still loads.
+            if offload_policy.builds_in_storage(family):
+                storage = offload_policy.storage_device
+                return {"device": storage, "dtype": self.policy.dtype, "vae_dtype": self.policy.vae_dtype,
+                        "vae_device": storage}
+            return {"device": self.policy.device, "dtype": self.policy.dtype, "vae_dtype": self.policy.vae_dtype,
+                    "vae_device": self.policy.vae_device}
+
         arch: ModelArch | None = None
         markers: set[str] = set()
         try:
             if info.is_diffusers:
                 make_room()
                 config_dir = path
-                model = self._call_loader("load_diffusers_folder", path, path, **device_kw)
+                model = self._call_loader("load_diffusers_folder", path, path, **device_kw(None))
             else:
                 override = info.config_dir_override
                 if override is None and info.is_safetensors:
@@ -410,11 +434,13 @@ class ModelManager:
                 make_room()
                 try:
                     model = self._call_loader("load_from_state_dict", path, state_dict, config_dir,
-                                              source_name=path.name, **device_kw)
+                                              source_name=path.name,
+                                              **device_kw(arch.family if arch is not None else None))
                 finally:
                     # The modules own their weights now; the dict's references only hold memory.
                     state_dict.clear()
                     del state_dict
+            self._place_new_model(info, model, offload_policy, arch.family if arch is not None else None)
         except BaseException:
             if parked_previous and previous is not None and previous.model is not None:
                 self._to_device(previous)
@@ -428,6 +454,18 @@ class ModelManager:
         model.extra["config_dir"] = str(config_dir)
         self._settle_prediction_type(slot, markers)
         return slot
+
+    def _place_new_model(self, info: CheckpointInfo, model: DiffusionModel, policy: offload.OffloadPolicy,
+                         family_hint: str | None) -> None:
+        """Attach the offloader the model's family calls for. A model built in storage (on the
+        `family_hint` known before building) that turns out not to need one (--medvram-sdxl, not
+        SDXL) goes to the device."""
+        offloader = policy.offloader_for(model.family)
+        if offloader is not None:
+            offload.attach(model, offloader)
+            log.info("%s stays in RAM and runs on the device part by part (%s)", info.title, offloader.describe())
+        elif policy.builds_in_storage(family_hint):
+            _move_model(model, self.policy.device, self.policy.vae_device)
 
     def _call_loader(self, name: str, path: Path, *args: Any, **kwargs: Any) -> DiffusionModel:
         try:
@@ -475,7 +513,10 @@ class ModelManager:
         known = self.probe_cache.get(key)
         if known is None:
             log.info("probing %s for v-prediction", slot.info.title)
-            known = "v_prediction" if probe_v_prediction(model.unet) else "epsilon"
+            # an offloaded UNet computes on the execution device, not where its weights are
+            where = {"device": model.device} if model.offload is not None else {}
+            with offload.stage(model, "unet"):
+                known = "v_prediction" if probe_v_prediction(model.unet, **where) else "epsilon"
             self.probe_cache.put(key, known)
         config["prediction_type"] = known
         if known == "v_prediction":
@@ -633,7 +674,10 @@ class ModelManager:
                 self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="easel-hash")
             job = self._hasher.submit(self.hash_cache.sha256, target.filename, target.hash_title)
         state_dict = read_state_dict(target.filename, allow_unsafe=self.allow_unsafe)
-        device = self.policy.vae_device if slot.on_device else _CPU
+        if model.offload is not None:
+            device = model.storage_device
+        else:
+            device = self.policy.vae_device if slot.on_device else _CPU
         try:
             vae = self._call_loader("load_vae_state_dict", target.path, state_dict, slot.config_dir,
                                     device=device, dtype=self.policy.vae_dtype, source_name=target.name)
@@ -649,6 +693,8 @@ class ModelManager:
         if model.baked_vae is None:
             model.baked_vae = model.vae
         model.vae = vae
+        if model.offload is not None:
+            model.offload.prepare(model)
         model.vae_name = target.name
         model.vae_hash = vae_hash
         slot.vae_file = target.filename

@@ -27,6 +27,8 @@ from modules.model_manager.safe_load import CheckpointReadError, read_safetensor
 
 log = logging.getLogger(__name__)
 
+DEMO_CHECKPOINT = "easel-demo.safetensors"
+"""The small model Easel ships in models/Stable-diffusion (tools/demo): the default only when alone."""
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
@@ -497,3 +499,8 @@ class ModelRegistry:
             vaes = list(self.vaes)
         matches = [v for v in vaes if v.name.startswith(stem)]
         return sorted(matches, key=lambda v: v.stem != stem)
+
+
+def is_demo_checkpoint(info: CheckpointInfo) -> bool:
+    """Whether `info` is the demo model Easel ships (by its file name at the top of a checkpoint folder)."""
+    return info.name == DEMO_CHECKPOINT

@@ -3,6 +3,9 @@
 In "Inpaint" the mask is painted in the browser with a white brush over the image (Gradio's image
 editor); every painted pixel belongs to the mask. "Inpaint upload" takes the image and a mask file
 (white = repaint) instead.
+
+Scripts take part as in the txt2img tab (always-on controls among the settings, then the "Script"
+dropdown); SD upscale is among the selectable scripts here.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageChops
 
-from modules import infotext_utils
+from modules import infotext_utils, scripts
 from modules.infotext_utils import PasteField
-from modules.ui import common, extra_networks, output
+from modules.ui import common, component_hooks, extra_networks, output
 from modules.ui.params import GenerationParams, processing_kwargs
 from modules.ui.toprow import Toprow
 from modules.ui_components import FormRow, ResizeHandleRow
@@ -102,7 +105,16 @@ def inputs_for_mode(mode: int, init_img: Any, editor: Any, upload_base: Any, upl
 
 
 def build() -> Img2ImgTab:
+    """Build the tab's contents inside the current `gr.Tab`; the tab's scripts see its components
+    being created (before_component / after_component)."""
+    runner = scripts.scripts_img2img
+    with component_hooks.tab_scripts(runner):
+        return _build(runner)
+
+
+def _build(runner: scripts.ScriptRunner) -> Img2ImgTab:
     tab = "img2img"
+    runner.prepare_ui()
     toprow = Toprow(tab).build()
     params = GenerationParams(tab)
     mode = gr.State(0)
@@ -131,6 +143,7 @@ def build() -> Img2ImgTab:
 
                     resize_mode = gr.Radio(common.RESIZE_MODES, value=common.RESIZE_MODES[0], type="index",
                                            label="Resize mode", elem_id="resize_mode")
+                    runner.setup_ui_for_section("image")
                     with gr.Column(visible=False, elem_id="inpaint_controls") as inpaint_controls:
                         with FormRow():
                             mask_blur = gr.Slider(label="Mask blur", minimum=0, maximum=64, step=1, value=4,
@@ -146,13 +159,24 @@ def build() -> Img2ImgTab:
                                                         label="Inpaint area", elem_id="img2img_inpaint_full_res")
                             inpaint_padding = gr.Slider(label="Only masked padding, pixels", minimum=0, maximum=256,
                                                         step=4, value=32, elem_id="img2img_inpaint_full_res_padding")
+                    runner.setup_ui_for_section("inpaint")
                     params.build_sampler()
+                    for section in ("sampler", "accordions", "checkboxes"):
+                        runner.setup_ui_for_section(section)
                     params.build_size()
+                    for section in ("dimensions", "batch"):
+                        runner.setup_ui_for_section(section)
                     params.build_cfg()
+                    runner.setup_ui_for_section("cfg")
                     denoising = gr.Slider(minimum=0.0, maximum=1.0, step=0.01, value=0.75, label="Denoising strength",
                                           elem_id="img2img_denoising_strength")
+                    runner.setup_ui_for_section("denoising")
                     params.build_seed()
+                    runner.setup_ui_for_section("seed")
                     params.build_override()
+                    runner.setup_ui_for_section("override_settings")
+                    with gr.Column(elem_id=f"{tab}_script_container", elem_classes="script-container"):
+                        script_inputs = runner.setup_ui()
                 networks = extra_networks.ExtraNetworksPages(tab).build()
         with gr.Column(scale=1, min_width=380):
             out = output.OutputPanel(tab).build(send_targets=("img2img", "inpaint"))
@@ -175,7 +199,8 @@ def build() -> Img2ImgTab:
     def generate(request: gr.Request, *values: Any):  # type: ignore[no-untyped-def]
         from modules.processing import StableDiffusionProcessingImg2Img
 
-        given = dict(zip(names, values, strict=True))
+        given = dict(zip(names, values[:len(names)], strict=True))
+        script_args = values[len(names):]
 
         def make_p() -> Any:
             m = int(given["mode"] or 0)
@@ -193,11 +218,13 @@ def build() -> Img2ImgTab:
                     inpainting_fill=int(given["inpainting_fill"] if given["inpainting_fill"] is not None else 1),
                     inpaint_full_res=bool(given["inpaint_full_res"]),
                     inpaint_full_res_padding=int(given["inpaint_padding"]))
-            return StableDiffusionProcessingImg2Img(**kwargs)
+            p = StableDiffusionProcessingImg2Img(**kwargs)
+            runner.prepare_ui_run(p, script_args)
+            return p
 
         yield from output.run_generation(request.session_hash or "anonymous", tab, make_p)
 
-    toprow.generate.click(fn=generate, inputs=list(named.values()), outputs=out.outputs(toprow),
+    toprow.generate.click(fn=generate, inputs=[*named.values(), *script_inputs], outputs=out.outputs(toprow),
                           show_progress="hidden", concurrency_limit=None, api_name=False)
     output.connect_controls(toprow, tab)
 
@@ -213,6 +240,7 @@ def build() -> Img2ImgTab:
             PasteField(inpainting_fill, "Masked content", api="inpainting_fill"),
             PasteField(inpaint_full_res, "Inpaint area", api="inpaint_full_res"),
             PasteField(inpaint_padding, "Masked area padding", api="inpaint_full_res_padding"),
+            *runner.infotext_fields,
         ]
 
     infotext_utils.add_paste_fields("img2img", init_img, fields(), params.override_settings)

@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from modules import infotext_utils, shared
+from modules import infotext_utils, script_callbacks, shared
 from modules.ui import common
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def parse_for_paste(text: str) -> dict[str, Any]:
     """Parsed infotext, without the fields the settings say not to paste (seed, size, skip list).
 
     LoRA names in the prompt are rewritten to the local files whose hashes the infotext records
-    ("Lora hashes"), and styles are inferred from the prompts as the "infotext_styles" setting says.
+    ("Lora hashes"), styles are inferred from the prompts as the "infotext_styles" setting says, and
+    then extensions' on_infotext_pasted callbacks may change the parameters before any field is set.
     """
     opts = shared.opts
     skip = list(getattr(opts, "infotext_skip_pasting", []) or [])
@@ -89,6 +90,7 @@ def parse_for_paste(text: str) -> dict[str, Any]:
     except Exception as e:  # a broken LoRA folder must not stop the rest of the paste
         log.warning("LoRA names in the pasted prompt were left as they are: %s", e)
     infer_styles(params, str(getattr(opts, "infotext_styles", "Apply if any") or "Ignore"), _styles_database())
+    script_callbacks.infotext_pasted_callback(text or "", params)  # a failing callback is reported and skipped
     if not getattr(opts, "send_seed", True):
         params.pop("Seed", None)
     if not getattr(opts, "send_size", True):

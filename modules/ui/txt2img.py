@@ -1,4 +1,9 @@
-"""The txt2img tab."""
+"""The txt2img tab.
+
+Scripts (A1111's extension contract) take part as in A1111: always-on scripts' controls sit among the
+generation settings (their `section`, or after the settings), then the "Script" dropdown with each
+selectable script's controls; Generate sends those controls' values as the job's `script_args`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ from typing import Any
 
 import gradio as gr
 
-from modules import infotext_utils
+from modules import infotext_utils, scripts
 from modules.infotext_utils import PasteField
-from modules.ui import extra_networks, output
+from modules.ui import component_hooks, extra_networks, output
 from modules.ui.params import GenerationParams, processing_kwargs
 from modules.ui.toprow import Toprow
 from modules.ui_components import ResizeHandleRow
@@ -25,8 +30,16 @@ class Txt2ImgTab:
 
 
 def build() -> Txt2ImgTab:
-    """Build the tab's contents inside the current `gr.Tab`."""
+    """Build the tab's contents inside the current `gr.Tab`; the tab's scripts see its components
+    being created (before_component / after_component)."""
+    runner = scripts.scripts_txt2img
+    with component_hooks.tab_scripts(runner):
+        return _build(runner)
+
+
+def _build(runner: scripts.ScriptRunner) -> Txt2ImgTab:
     tab = "txt2img"
+    runner.prepare_ui()
     toprow = Toprow(tab).build()
     params = GenerationParams(tab)
     with ResizeHandleRow(equal_height=False, elem_id=f"{tab}_extra_tabs"):
@@ -35,10 +48,19 @@ def build() -> Txt2ImgTab:
                         elem_classes="settings-tabs") as settings_tabs:
                 with gr.Tab("Generation", id=f"{tab}_generation", elem_id=f"{tab}_generation_tab"):
                     params.build_sampler()
+                    for section in ("sampler", "accordions", "checkboxes"):
+                        runner.setup_ui_for_section(section)
                     params.build_size()
+                    for section in ("dimensions", "batch"):
+                        runner.setup_ui_for_section(section)
                     params.build_cfg()
+                    runner.setup_ui_for_section("cfg")
                     params.build_seed()
+                    runner.setup_ui_for_section("seed")
                     params.build_override()
+                    runner.setup_ui_for_section("override_settings")
+                    with gr.Column(elem_id=f"{tab}_script_container", elem_classes="script-container"):
+                        script_inputs = runner.setup_ui()
                 networks = extra_networks.ExtraNetworksPages(tab).build()
         with gr.Column(scale=1, min_width=380):
             out = output.OutputPanel(tab).build()
@@ -52,16 +74,19 @@ def build() -> Txt2ImgTab:
     def generate(request: gr.Request, *values: Any):  # type: ignore[no-untyped-def]
         from modules.processing import StableDiffusionProcessingTxt2Img
 
-        given = dict(zip(names, values, strict=True))
+        given = dict(zip(names, values[:len(names)], strict=True))
+        script_args = values[len(names):]
 
         def make_p() -> Any:
-            return StableDiffusionProcessingTxt2Img(
+            p = StableDiffusionProcessingTxt2Img(
                 prompt=given["prompt"] or "", negative_prompt=given["negative_prompt"] or "",
                 styles=list(given["styles"] or []), **processing_kwargs(given))
+            runner.prepare_ui_run(p, script_args)
+            return p
 
         yield from output.run_generation(request.session_hash or "anonymous", tab, make_p)
 
-    toprow.generate.click(fn=generate, inputs=list(named.values()), outputs=out.outputs(toprow),
+    toprow.generate.click(fn=generate, inputs=[*named.values(), *script_inputs], outputs=out.outputs(toprow),
                           show_progress="hidden", concurrency_limit=None, api_name=False)
     output.connect_controls(toprow, tab)
 
@@ -70,6 +95,7 @@ def build() -> Txt2ImgTab:
         PasteField(toprow.negative_prompt, "Negative prompt", api="negative_prompt"),
         PasteField(toprow.styles, "Styles array", api="styles"),
         *params.paste_fields(),
+        *runner.infotext_fields,
     ]
     infotext_utils.add_paste_fields(tab, None, fields, params.override_settings)
     infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(

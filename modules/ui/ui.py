@@ -3,7 +3,8 @@
 `mount(app, args)` builds the page and mounts it on the FastAPI app that also serves the REST API
 (the API's routes are registered first, so they win over the page's catch-all mount). The page
 loads nothing from the internet: the theme uses system font stacks, and the page's own script and
-style sheet (`javascript/*.js`, `style.css`) are inlined.
+style sheet (`javascript/*.js`, `style.css`) are inlined, followed by those of the enabled extensions.
+Extensions' on_ui_tabs tabs come after the built-in tabs, then the Extensions tab and Settings.
 """
 
 from __future__ import annotations
@@ -11,14 +12,26 @@ from __future__ import annotations
 import argparse
 import html
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from modules import infotext_utils, shared, ui_extra_networks
+from modules import errors, extensions, infotext_utils, script_callbacks, shared, ui_extra_networks
 from modules.paths import script_path
-from modules.ui import common, extra_networks, img2img, paste, png_info, quicksettings, settings, txt2img
+from modules.ui import (
+    common,
+    extensions_tab,
+    extra_networks,
+    img2img,
+    paste,
+    png_info,
+    quicksettings,
+    settings,
+    txt2img,
+)
+from modules.ui.component_hooks import component_hooks
 from modules.ui.ui_config import UiConfig
 from modules.version import __version__
 
@@ -36,16 +49,31 @@ def theme() -> gr.themes.Base:
 
 
 def page_css() -> str:
+    """Easel's style.css, then each enabled extension's style.css (so theirs can override ours)."""
     path = script_path / "style.css"
     try:
-        return path.read_text(encoding="utf8")
+        parts = [path.read_text(encoding="utf8")]
     except OSError:
         log.warning("style sheet %s is missing", path)
-        return ""
+        parts = []
+    for css in extensions.css_files():
+        try:
+            parts.append(f"/* {Path(css).parent.name}/style.css */\n{Path(css).read_text(encoding='utf8')}")
+        except OSError as e:
+            log.warning("could not read %s: %s", css, e)
+    return "\n".join(parts)
+
+
+def _script_tag(path: Path) -> str:
+    """An inline <script> with a file's code; "</script" inside it would end the tag early."""
+    code = path.read_text(encoding="utf8").replace("</script", "<\\/script")
+    kind = " type=\"module\"" if path.suffix == ".mjs" else ""
+    return f"<script{kind}>\n{code}\n</script>"
 
 
 def page_head(args: argparse.Namespace) -> str:
-    """<script> tags for the page: the theme choice and the scripts in javascript/."""
+    """<script> tags for the page: the theme choice, the scripts in javascript/, then the enabled
+    extensions' javascript/*.js (and *.mjs, as modules)."""
     parts = []
     if getattr(args, "theme", None) in ("light", "dark"):
         # Gradio picks light/dark from the __theme query parameter; add it once, as A1111 does.
@@ -53,9 +81,11 @@ def page_head(args: argparse.Namespace) -> str:
                      f"if(u.searchParams.get('__theme')!=='{args.theme}'){{u.searchParams.set('__theme','{args.theme}');"
                      "window.location.replace(u.toString());}})();</script>")
     folder = script_path / "javascript"
-    for js in sorted(folder.glob("*.js")) if folder.is_dir() else []:
+    own = sorted(folder.glob("*.js")) if folder.is_dir() else []
+    # Easel's scripts first, then those of the enabled extensions (their javascript/*.js and *.mjs).
+    for js in [*own, *(Path(f) for f in extensions.javascript_files())]:
         try:
-            parts.append(f"<script>\n{js.read_text(encoding='utf8')}\n</script>")
+            parts.append(_script_tag(js))
         except OSError as e:
             log.warning("could not read %s: %s", js, e)
     return "\n".join(parts)
@@ -79,27 +109,62 @@ def footer_html(args: argparse.Namespace) -> str:
             f"<div class='versions'>{' • '.join(versions)}</div></div>")
 
 
-def _extension_tabs() -> list[tuple[Any, str, str]]:
-    """Tabs from extensions' on_ui_tabs callbacks, when the callbacks module is present."""
-    try:
-        from modules import script_callbacks  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    fn = getattr(script_callbacks, "ui_tabs_callback", None)
-    if fn is None:
-        return []
-    try:
-        return list(fn() or [])
-    except Exception as e:
-        log.error("an extension's UI tab failed: %s", e)
-        return []
+def _report_tab(owner: str, message: str) -> None:
+    errors.report(f"Extension {owner}: {message}; the tab is left out")
+    extensions.record_error(owner, "on_ui_tabs", message)
+
+
+@dataclass
+class ExtensionTab:
+    owner: str
+    blocks: Any
+    title: str
+    elem_id: str
+
+
+def _extension_tabs() -> list[ExtensionTab]:
+    """Tabs from extensions' on_ui_tabs callbacks, each given as (blocks, title, elem_id).
+
+    Called before the page's own Blocks is opened, as A1111 does: an extension builds its tab as a
+    Blocks of its own, which the page then renders inside a Tab. A callback that raises, or an item
+    that is not such a triple, is reported under the extension's name and left out.
+    """
+    tabs: list[ExtensionTab] = []
+    for owner, items in script_callbacks.ui_tabs_by_owner():
+        for item in items:
+            if not (isinstance(item, (tuple, list)) and len(item) == 3):
+                _report_tab(owner, f"on_ui_tabs returned {item!r}, not (blocks, title, elem_id)")
+                continue
+            blocks, title, elem_id = item
+            if not isinstance(blocks, gr.Blocks):
+                _report_tab(owner, f"the tab {title!r} has no gr.Blocks to show (got {type(blocks).__name__})")
+                continue
+            tabs.append(ExtensionTab(owner, blocks, str(title), str(elem_id)))
+    return tabs
+
+
+def _render_extension_tab(tab: ExtensionTab) -> None:
+    with gr.Tab(tab.title, id=tab.elem_id, elem_id=f"tab_{tab.elem_id}"):
+        try:
+            tab.blocks.render()
+        except Exception as e:
+            entry = errors.report(f"Extension {tab.owner}: its tab {tab.title!r} could not be shown", exc_info=True)
+            extensions.record_error(tab.owner, "on_ui_tabs", f"{type(e).__name__}: {e}", entry.traceback)
+            gr.HTML(f"<div class='easel-error'>This tab of {html.escape(tab.owner)} could not be shown: "
+                    f"{html.escape(str(e))}</div>")
 
 
 def create_ui(args: argparse.Namespace) -> gr.Blocks:
     """Build the whole page (not mounted)."""
     infotext_utils.reset()
+    # Extensions prepare before the page exists, and build their tabs as Blocks of their own
+    # (whose components are announced to before/after_component hooks like the page's).
+    script_callbacks.before_ui_callback()
+    with component_hooks():
+        ext_tabs = _extension_tabs()
     ui_config = UiConfig(shared.paths.ui_config_file)
-    with gr.Blocks(title="Easel", analytics_enabled=False, fill_width=True) as demo:
+    # Extensions see the page being built (before_component / after_component) and attach to it.
+    with component_hooks(), gr.Blocks(title="Easel", analytics_enabled=False, fill_width=True) as demo:
         quick = quicksettings.Quicksettings().build()
         extra_networks.CheckpointSwitch().build(quick)
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
@@ -109,9 +174,10 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
                 i2i = img2img.build()
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_info.build()
-            for blocks, title, elem_id in _extension_tabs():
-                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
-                    blocks.render()
+            for ext_tab in ext_tabs:
+                _render_extension_tab(ext_tab)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                extensions_tab.build()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab = settings.build(skip=set(quick.components))
         gr.HTML(footer_html(args), elem_id="footer")

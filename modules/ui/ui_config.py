@@ -94,6 +94,9 @@ class UiConfig:
                 log.warning("ui-config: %r is not a choice of %r; keeping %r", wanted, component.label, component.value)
                 return
         setattr(component, field, wanted)
+        init_field = getattr(component, "init_field", None)
+        if field == "value" and callable(init_field):
+            init_field(wanted)  # e.g. the Script dropdown shows the chosen script's controls
 
     def apply_tree(self, prefix: str, block: Any) -> None:
         """Apply to every input under a layout block (a tab), depth first, in page order."""

@@ -73,8 +73,24 @@ def test_cors_opens_only_for_the_allowed_origin(srv: Server) -> None:
     assert r.headers["access-control-allow-origin"] == "http://friend.test"
 
 
-def test_api_log_and_server_stop(srv: Server) -> None:
+def test_api_log_and_server_restart_then_stop(srv: Server) -> None:
     assert "/sdapi/v1/samplers" in srv.log()  # --api-log writes one line per request
+    assert srv.post("/sdapi/v1/server-restart").status_code == 401
+    assert srv.post("/sdapi/v1/server-restart", auth=ALICE).status_code == 200
+    # The same process runs its command line again (os.execv): down, then answering once more.
+    deadline = time.time() + 120
+    while "Restarting:" not in srv.log() and time.time() < deadline:
+        time.sleep(0.2)
+    assert "Restarting:" in srv.log()
+    while time.time() < deadline:
+        try:
+            if srv.get("/sdapi/v1/samplers", auth=ALICE).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    assert srv.proc.poll() is None
+    assert srv.get("/sdapi/v1/samplers", auth=ALICE).status_code == 200
     assert srv.post("/sdapi/v1/server-stop").status_code == 401
     assert srv.post("/sdapi/v1/server-stop", auth=ALICE).status_code == 200
     deadline = time.time() + 30

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 from api_server import Server, write_models
@@ -52,4 +55,14 @@ def test_scripts_over_http(srv: Server) -> None:
                                             "script_args": [False, False, "start", "one\n--prompt two --steps 1"]})
     assert r.status_code == 200, r.text
     assert json.loads(r.json()["info"])["all_prompts"] == ["one a cat | red", "two a cat | red"]
+
+    source = io.BytesIO()
+    Image.new("RGB", (64, 64), (40, 90, 160)).save(source, format="PNG")
+    r = srv.post("/sdapi/v1/img2img", json={**SMALL, "init_images": [base64.b64encode(source.getvalue()).decode()],
+                                            "denoising_strength": 0.3, "script_name": "sd upscale",
+                                            "script_args": ["", 16, 1, 2.0]})  # Lanczos, twice the size
+    assert r.status_code == 200, r.text
+    with Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))) as im:
+        assert im.size == (128, 128)
+    assert "SD upscale overlap: 16" in json.loads(r.json()["info"])["infotexts"][0]
     assert "broken on purpose" in srv.log()  # the failing extension was reported, the server works

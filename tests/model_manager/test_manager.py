@@ -475,6 +475,19 @@ def test_default_checkpoint_from_settings_then_ckpt_flag(root: Path, loader: Fak
     flagged.close()
 
 
+def test_shipped_demo_model_is_the_default_only_when_alone(tmp_path: Path, loader: FakeLoader) -> None:
+    folder = tmp_path / "models" / "Stable-diffusion"
+    write_st(folder / "easel-demo.safetensors", SD1_KEYS, seed=7)  # sorts before "zeta"
+    alone = make_manager(tmp_path, loader)
+    assert alone.default_checkpoint().name == "easel-demo.safetensors"  # type: ignore[union-attr]
+    alone.close()
+    write_st(folder / "zeta.safetensors", SD1_KEYS, seed=8)
+    with_own = make_manager(tmp_path, loader)
+    assert with_own.default_checkpoint().name == "zeta.safetensors"  # type: ignore[union-attr]
+    assert [c.name for c in with_own.registry.checkpoints] == ["easel-demo.safetensors", "zeta.safetensors"]
+    with_own.close()
+
+
 def test_no_checkpoints_status_says_where_to_put_one(tmp_path: Path) -> None:
     m = make_manager(tmp_path)
     assert m.load_in_background().result(timeout=30) is None
