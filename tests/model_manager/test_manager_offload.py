@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from test_manager import SD1_KEYS, SD2_KEYS, SDXL_KEYS, write_st
 
 from modules import cmd_args
 from modules.devices import DevicePolicy
@@ -27,23 +27,6 @@ from modules.shared_options import options_templates
 
 CPU = torch.device("cpu")
 META = torch.device("meta")
-SD1_KEYS = {
-    "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
-    "cond_stage_model.transformer.text_model.final_layer_norm.weight": (8,),
-    "first_stage_model.decoder.conv_out.weight": (3, 8, 3, 3),
-}
-SD2_KEYS = {
-    "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
-    "cond_stage_model.model.ln_final.weight": (8,),
-    "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": (24, 8),
-    "first_stage_model.decoder.conv_out.weight": (3, 8, 3, 3),
-}
-SDXL_KEYS = {
-    "model.diffusion_model.input_blocks.0.0.weight": (8, 4, 3, 3),
-    "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": (8,),
-    "conditioner.embedders.1.model.ln_final.weight": (8,),
-    "first_stage_model.decoder.conv_out.weight": (3, 8, 3, 3),
-}
 
 
 class Part(torch.nn.Linear):
@@ -95,11 +78,6 @@ class Loader:
                             dtype: torch.dtype, source_name: str | None = None) -> Part:
         self.built_on[str(source_name)] = device
         return Part()
-
-
-def write_st(path: Path, keys: dict[str, tuple[int, ...]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: torch.zeros(shape) for k, shape in keys.items()}, path)
 
 
 @pytest.fixture
