@@ -51,6 +51,8 @@ def build_parser() -> EaselArgumentParser:
     add("--ui-config-file", type=str, default=None, help="UI defaults file (default: <data-dir>/ui-config.json)")
     add("--ui-settings-file", type=str, default=None, help="settings file (default: <data-dir>/config.json)")
     add("--styles-file", type=str, action="append", default=None, help="styles CSV file(s)")
+    add("--localizations-dir", type=str, default=None,
+        help="folder with UI translations, <name>.json (default: <data-dir>/localizations)")
 
     # Server
     add("--listen", action="store_true", help="serve on 0.0.0.0 so other hosts on the network can reach it")

@@ -30,6 +30,7 @@ class Paths:
     outputs_dir: Path
     extensions_dir: Path
     extensions_builtin_dir: Path
+    localizations_dir: Path
 
     @property
     def sd_models_dir(self) -> Path:
@@ -62,4 +63,6 @@ class Paths:
             outputs_dir=data / "outputs",
             extensions_dir=data / "extensions",
             extensions_builtin_dir=script_path / "extensions-builtin",
+            localizations_dir=(Path(args.localizations_dir).resolve() if getattr(args, "localizations_dir", None)
+                               else data / "localizations"),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modules import localization
 from modules.options import OptionInfo, options_section
 
 SAMPLE_FORMATS = ["png", "jpg", "jpeg", "webp"]
@@ -94,6 +95,13 @@ options_templates.update(options_section(("sampler-params", "Sampler parameters"
     "eta_ancestral": OptionInfo(1.0, "Eta for k-diffusion samplers", infotext="Eta"),
     "eta_ddim": OptionInfo(0.0, "Eta for DDIM", infotext="Eta DDIM"),
     "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta", infotext="ENSD"),
+}))
+
+options_templates.update(options_section(("user-interface", "User interface"), {
+    # Choices are read when the Settings tab is built, so newly added files show up after a reload.
+    "localization": OptionInfo(localization.NONE, "Localization",
+                               component_args=lambda: {"choices": localization.names()},
+                               onchange=localization.notify_changed).needs_reload_ui(),
 }))
 
 options_templates.update(options_section(("ui", "Live previews"), {

@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from modules import errors, extensions, infotext_utils, script_callbacks, shared, ui_extra_networks
+from modules import errors, extensions, infotext_utils, localization, script_callbacks, shared, ui_extra_networks
 from modules.paths import script_path
 from modules.ui import (
     common,
@@ -80,6 +80,10 @@ def page_head(args: argparse.Namespace) -> str:
         parts.append("<script>(function(){var u=new URL(window.location.href);"
                      f"if(u.searchParams.get('__theme')!=='{args.theme}'){{u.searchParams.set('__theme','{args.theme}');"
                      "window.location.replace(u.toString());}})();</script>")
+    # The chosen localization's mapping, before javascript/localization.js reads it.
+    l10n = localization.head_script()
+    if l10n:
+        parts.append(l10n)
     folder = script_path / "javascript"
     own = sorted(folder.glob("*.js")) if folder.is_dir() else []
     # Easel's scripts first, then those of the enabled extensions (their javascript/*.js and *.mjs).
@@ -256,3 +260,5 @@ def mount(app: Any, args: argparse.Namespace) -> None:
         theme=theme(), css=page_css(), head=page_head(args), footer_links=[], show_error=True,
         ssr_mode=False, allowed_paths=allowed, favicon_path=None, mcp_server=False, pwa=False,
     )
+    # A changed localization reaches the next page load without a restart (the head is in the config).
+    localization.on_change("page", lambda: demo.config.__setitem__("head", page_head(args)))
