@@ -160,23 +160,13 @@ def _build(runner: scripts.ScriptRunner) -> Img2ImgTab:
                             inpaint_padding = gr.Slider(label="Only masked padding, pixels", minimum=0, maximum=256,
                                                         step=4, value=32, elem_id="img2img_inpaint_full_res_padding")
                     runner.setup_ui_for_section("inpaint")
-                    params.build_sampler()
-                    for section in ("sampler", "accordions", "checkboxes"):
-                        runner.setup_ui_for_section(section)
-                    params.build_size()
-                    for section in ("dimensions", "batch"):
-                        runner.setup_ui_for_section(section)
-                    params.build_cfg()
-                    runner.setup_ui_for_section("cfg")
-                    denoising = gr.Slider(minimum=0.0, maximum=1.0, step=0.01, value=0.75, label="Denoising strength",
-                                          elem_id="img2img_denoising_strength")
-                    runner.setup_ui_for_section("denoising")
-                    params.build_seed()
-                    runner.setup_ui_for_section("seed")
-                    params.build_override()
-                    runner.setup_ui_for_section("override_settings")
-                    with gr.Column(elem_id=f"{tab}_script_container", elem_classes="script-container"):
-                        script_inputs = runner.setup_ui()
+                    def denoising_strength() -> Any:
+                        slider = gr.Slider(minimum=0.0, maximum=1.0, step=0.01, value=0.75,
+                                           label="Denoising strength", elem_id="img2img_denoising_strength")
+                        runner.setup_ui_for_section("denoising")
+                        return slider
+
+                    denoising, script_inputs = params.build_with_scripts(runner, after_cfg=denoising_strength)
                 networks = extra_networks.ExtraNetworksPages(tab).build()
         with gr.Column(scale=1, min_width=380):
             out = output.OutputPanel(tab).build(send_targets=("img2img", "inpaint"))

@@ -6,6 +6,7 @@ element ids are A1111's, which extension scripts look up.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,27 @@ class GenerationParams:
         self.override_settings = gr.Dropdown([], value=[], multiselect=True, label="Override settings",
                                              visible=False, elem_id=f"{self.tab}_override_settings",
                                              allow_custom_value=True)
+
+    def build_with_scripts(self, runner: Any, after_cfg: Callable[[], Any] | None = None) -> tuple[Any, Any]:
+        """Build every parameter with the scripts' controls at A1111's section places between them,
+        then the "Script" container; `after_cfg` builds the tab's own fields that follow CFG scale
+        (img2img's denoising strength). Returns (what `after_cfg` returned, the script inputs)."""
+        self.build_sampler()
+        for section in ("sampler", "accordions", "checkboxes"):
+            runner.setup_ui_for_section(section)
+        self.build_size()
+        for section in ("dimensions", "batch"):
+            runner.setup_ui_for_section(section)
+        self.build_cfg()
+        runner.setup_ui_for_section("cfg")
+        extra = after_cfg() if after_cfg is not None else None
+        self.build_seed()
+        runner.setup_ui_for_section("seed")
+        self.build_override()
+        runner.setup_ui_for_section("override_settings")
+        with gr.Column(elem_id=f"{self.tab}_script_container", elem_classes="script-container"):
+            script_inputs = runner.setup_ui()
+        return extra, script_inputs
 
     def connect_reuse(self, generation_info: Any, selected: Any) -> None:
         from modules.ui.output import seed_for

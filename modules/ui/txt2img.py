@@ -47,20 +47,7 @@ def _build(runner: scripts.ScriptRunner) -> Txt2ImgTab:
                 gr.Tabs(elem_id=f"{tab}_settings_tabs", selected=f"{tab}_generation",
                         elem_classes="settings-tabs") as settings_tabs:
                 with gr.Tab("Generation", id=f"{tab}_generation", elem_id=f"{tab}_generation_tab"):
-                    params.build_sampler()
-                    for section in ("sampler", "accordions", "checkboxes"):
-                        runner.setup_ui_for_section(section)
-                    params.build_size()
-                    for section in ("dimensions", "batch"):
-                        runner.setup_ui_for_section(section)
-                    params.build_cfg()
-                    runner.setup_ui_for_section("cfg")
-                    params.build_seed()
-                    runner.setup_ui_for_section("seed")
-                    params.build_override()
-                    runner.setup_ui_for_section("override_settings")
-                    with gr.Column(elem_id=f"{tab}_script_container", elem_classes="script-container"):
-                        script_inputs = runner.setup_ui()
+                    _, script_inputs = params.build_with_scripts(runner)
                 networks = extra_networks.ExtraNetworksPages(tab).build()
         with gr.Column(scale=1, min_width=380):
             out = output.OutputPanel(tab).build()
