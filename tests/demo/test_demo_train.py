@@ -53,6 +53,18 @@ def test_smoke_run_exports_a_model_easel_evaluates(tmp_path: Path, capsys: pytes
     assert "exported" in capsys.readouterr().out
     assert demo_model.exported_size_bytes(out) < demo_model.SIZE_BUDGET_BYTES
 
+    # --export-only writes the work folder's model as it stands, without training on
+    from modules.model_manager.safe_load import read_state_dict
+
+    again = tmp_path / "again.safetensors"
+    train.main(["--smoke", "--device", "cpu", "--work-dir", str(tmp_path / "work"), "--export", str(again),
+                "--export-only"])
+    first, second = read_state_dict(out), read_state_dict(again)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    with pytest.raises(SystemExit, match="no finished VAE stage"):
+        train.main(["--smoke", "--device", "cpu", "--work-dir", str(tmp_path / "empty"),
+                    "--export", str(tmp_path / "none.safetensors"), "--export-only"])
+
     evaluate.init_easel(tmp_path / "data")
     model = demo_model.load_exported(out)
     assert abs(model.vae_scaling_factor - 1.0) > 1e-3  # measured, not the placeholder left as is by accident
