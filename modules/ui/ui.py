@@ -25,6 +25,7 @@ from modules.ui import (
     extensions_tab,
     extra_networks,
     img2img,
+    model_size,
     paste,
     png_info,
     quicksettings,
@@ -209,6 +210,9 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
         ui_config.apply_tree("txt2img", tab_t2i)
         ui_config.apply_tree("img2img", tab_i2i)
         ui_config.save()
+        # After ui-config is applied: the sliders' values are the configured defaults to come back to.
+        model_size.connect(demo, quick.checkpoint, [t2i.params.width, t2i.params.height,
+                                                    i2i.params.width, i2i.params.height])
 
         setting_keys = list(settings_tab.components)
         quick_keys = list(quick.components)

@@ -30,6 +30,10 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     first = _trainer(tmp_path / "split")
     first.train_vae()  # saves at the end of the stage; the process could stop here
     assert first.state_path.is_file()
+    # the UNet stage has not begun: its settings may still change, the VAE's may not
+    assert _trainer(tmp_path / "split", replace(TINY_RUN, unet_steps=7, unet_lr=1e-3)).resume()
+    with pytest.raises(RuntimeError, match="vae_lr"):
+        _trainer(tmp_path / "split", replace(TINY_RUN, vae_lr=1e-2)).resume()
     second = _trainer(tmp_path / "split")
     assert second.resume() and (second.stage, second.step) == ("unet", 0)
     second.run()

@@ -1,6 +1,6 @@
 """Train the demo model: the VAE first, then the UNet and the text encoder together; export it.
 
-    python -m tools.demo.train                       # full run (defaults fit ~3 h on a 2-core CPU)
+    python -m tools.demo.train                       # full run (about 2 h on an idle 2-core CPU)
     python -m tools.demo.train --smoke --work-dir /tmp/demo --export /tmp/demo/easel-demo.safetensors
     python -m tools.demo.train --unet-steps 40000 --unet-batch 128   # a longer run on a GPU
 
@@ -49,7 +49,7 @@ class TrainSettings:
     vae_batch: int = 24
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-4
-    unet_steps: int = 11000
+    unet_steps: int = 6500
     unet_batch: int = 32
     unet_lr: float = 4e-4
     warmup: int = 300
@@ -58,6 +58,9 @@ class TrainSettings:
     min_snr_gamma: float = 5.0
     resolution: int = 64
 
+
+# What the VAE stage depends on; the rest only matters once the UNet stage has begun.
+VAE_SETTINGS = frozenset({"seed", "vae_steps", "vae_batch", "vae_lr", "vae_kl_weight", "resolution"})
 
 SMOKE = TrainSettings(vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, warmup=0, ema_decay=0.5)
 
@@ -203,8 +206,12 @@ class Trainer:
         state = torch.load(self.state_path, map_location=self.device, weights_only=True)
         if state.get("format") != STATE_FORMAT:
             raise RuntimeError(f"{self.state_path} was written by another version of this script")
-        if state["settings"] != asdict(self.settings):
-            changed = sorted(k for k, v in asdict(self.settings).items() if state["settings"].get(k) != v)
+        # Settings of a stage that has not started yet may change (e.g. --unet-steps after the VAE).
+        unet_started = state["stage"] == "done" or (state["stage"] == "unet" and int(state["step"]) > 0)
+        binding = set(asdict(self.settings)) if unet_started else VAE_SETTINGS
+        changed = sorted(k for k, v in asdict(self.settings).items()
+                         if k in binding and state["settings"].get(k) != v)
+        if changed:
             raise RuntimeError(f"{self.state_path} belongs to a run with other settings ({', '.join(changed)}); "
                                "use another --work-dir or the same settings")
         if state["model_config"] != self.model_config.to_json():
