@@ -13,6 +13,10 @@ schedule), only narrower and shallower:
   move a shape, and attention there costs 5% of a training step. Attention at 16x16 was measured to
   cost a third more time per step on a CPU; per-step time at this size is mostly per-layer overhead,
   so fewer attention blocks matter more than narrower channels.
+- Group normalisation with at least 4 channels per group (SD's own VAE has 4 to 16, its UNet 10 to
+  40): with one channel per group the normalisation works per channel, and the VAE learned to draw a
+  dark speck beside each shape to steer it (the "droplet" artefact known from StyleGAN); with 4 per
+  group its loss after 250 steps was a third of what it had been, and steps were 20% faster.
 - Text encoder: 3 CLIP layers at width 128. Most of its size is the token embedding of the full
   vocabulary, kept so that any prompt tokenizes as it would for a real SD 1.x model.
 
@@ -44,10 +48,11 @@ class DemoModelConfig:
 
     resolution: int = 64
     vae_channels: tuple[int, ...] = (16, 32, 64)
-    vae_norm_groups: int = 16
+    vae_norm_groups: int = 4
     latent_channels: int = 4
     unet_channels: tuple[int, ...] = (64, 128, 128)
     unet_attention: tuple[bool, ...] = (False, True, True)
+    unet_norm_groups: int = 8
     unet_head_count: int = 4
     text_width: int = 128
     text_layers: int = 3
@@ -89,7 +94,7 @@ def unet_config(config: DemoModelConfig) -> dict[str, Any]:
         "block_out_channels": list(config.unet_channels),
         "down_block_types": down,
         "up_block_types": up,
-        "norm_num_groups": 32,
+        "norm_num_groups": config.unet_norm_groups,
         "cross_attention_dim": config.text_width,
         "attention_head_dim": config.unet_head_count,
     }

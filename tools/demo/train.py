@@ -1,6 +1,6 @@
 """Train the demo model: the VAE first, then the UNet and the text encoder together; export it.
 
-    python -m tools.demo.train                       # full run (about 2 h on an idle 2-core CPU)
+    python -m tools.demo.train                       # full run (about 1 h 30 min on an idle 2-core CPU)
     python -m tools.demo.train --smoke --work-dir /tmp/demo --export /tmp/demo/easel-demo.safetensors
     python -m tools.demo.train --unet-steps 40000 --unet-batch 128   # a longer run on a GPU
 
@@ -49,7 +49,7 @@ class TrainSettings:
     vae_batch: int = 24
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-4
-    unet_steps: int = 6500
+    unet_steps: int = 5500
     unet_batch: int = 32
     unet_lr: float = 4e-4
     warmup: int = 300
