@@ -135,16 +135,15 @@ def _predicted_clean(model: DiffusionModel, x_in: torch.Tensor, out: torch.Tenso
 def _alphas_cumprod(model: DiffusionModel) -> torch.Tensor:
     cached = model.extra.get("alphas_cumprod")
     if cached is None:
-        cfg = model.scheduler_config
-        n = int(cfg.get("num_train_timesteps", 1000))
-        start, end = float(cfg.get("beta_start", 0.00085)), float(cfg.get("beta_end", 0.012))
-        if cfg.get("trained_betas") is not None:
-            betas = torch.tensor(cfg["trained_betas"], dtype=torch.float64)
-        elif cfg.get("beta_schedule", "scaled_linear") == "linear":
-            betas = torch.linspace(start, end, n, dtype=torch.float64)
-        else:
-            betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
-        cached = torch.cumprod(1 - betas, 0).float()
+        # diffusers' own schedule from the model's keys, so trained betas and a zero-terminal-SNR
+        # rescale are followed exactly as the samplers follow them (SD's schedule when unsaid).
+        from diffusers import DDPMScheduler
+
+        from modules.engine.samplers import MODEL_CONFIG_KEYS
+
+        cfg = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+               **{k: v for k, v in model.scheduler_config.items() if k in MODEL_CONFIG_KEYS and v is not None}}
+        cached = DDPMScheduler.from_config(cfg).alphas_cumprod.float()
         model.extra["alphas_cumprod"] = cached
     return cached
 

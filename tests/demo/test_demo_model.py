@@ -30,7 +30,8 @@ def test_dimensions_and_size_budget() -> None:
     assert fp16_bytes + tokenizer_bytes + 100_000 < demo_model.SIZE_BUDGET_BYTES
     schedule = demo_model.scheduler_config()
     assert (schedule["beta_schedule"], schedule["beta_start"], schedule["beta_end"]) == ("scaled_linear", 0.00085, 0.012)
-    assert schedule["num_train_timesteps"] == 1000 and schedule["prediction_type"] == "epsilon"
+    assert schedule["num_train_timesteps"] == 1000 and schedule["prediction_type"] == "v_prediction"
+    assert schedule["rescale_betas_zero_snr"] and schedule["timestep_spacing"] == "trailing"
     assert demo_model.unet_config(config)["cross_attention_dim"] == demo_model.text_config(config)["hidden_size"]
 
 
@@ -87,3 +88,25 @@ def test_easel_generates_with_the_exported_file(exported: tuple[Path, dict], tmp
         assert "Model: easel-demo" in res.infotexts[0]
     finally:
         shared.model_manager.close()
+
+
+def test_training_noise_schedule_is_the_one_easel_samples_with() -> None:
+    """The schedule the trainer uses equals diffusers' (what Easel's samplers build from the shipped
+    scheduler config), including the zero-terminal-SNR rescale: the last step is pure noise."""
+    from diffusers import DDPMScheduler
+
+    from tools.demo import train
+
+    for config in (demo_model.DemoModelConfig(), demo_model.DemoModelConfig(prediction_type="epsilon",
+                                                                            zero_terminal_snr=False)):
+        schedule = demo_model.scheduler_config(config)
+        ours = train._alphas_cumprod(schedule)
+        theirs = DDPMScheduler.from_config(schedule).alphas_cumprod
+        if config.zero_terminal_snr:
+            assert float(ours[-1]) == 0.0 and float(theirs[-1]) < 1e-6  # diffusers nudges it off 0
+            ours, theirs = ours[:-1], theirs[:-1]
+        else:
+            assert float(ours[-1]) > 0.004  # SD 1.x's own schedule keeps 7% of the signal at the end
+        assert torch.allclose(ours, theirs.float(), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="v-prediction"):
+        demo_model.scheduler_config(demo_model.DemoModelConfig(prediction_type="epsilon"))

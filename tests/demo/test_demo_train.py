@@ -27,6 +27,15 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     whole.run()
     assert whole.stage == "done" and whole.scaling_factor is not None
 
+    # --vae-from: another run starts its UNet stage on this VAE, if it would have trained the same one
+    adopted = _trainer(tmp_path / "adopted", replace(TINY_RUN, unet_steps=5))
+    adopted.adopt_vae(tmp_path / "whole")
+    assert (adopted.stage, adopted.step, adopted.scaling_factor) == ("unet", 0, whole.scaling_factor)
+    assert all(torch.equal(v, adopted.vae.state_dict()[k]) for k, v in whole.vae.state_dict().items())
+    assert _trainer(tmp_path / "adopted", replace(TINY_RUN, unet_steps=5)).resume()
+    with pytest.raises(RuntimeError, match="vae_batch"):
+        _trainer(tmp_path / "other", replace(TINY_RUN, vae_batch=3)).adopt_vae(tmp_path / "whole")
+
     first = _trainer(tmp_path / "split")
     first.train_vae()  # saves at the end of the stage; the process could stop here
     assert first.state_path.is_file()

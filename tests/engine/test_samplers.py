@@ -503,3 +503,17 @@ def test_every_sampler_denoises_with_an_ideal_model(prediction_type: str) -> Non
         # samplers that stop at the smallest training sigma (DDIM, PLMS, UniPC) keep a trace of noise
         tolerance = 0.15 if spec.name in ("DDIM", "PLMS", "UniPC") else 1e-3
         assert (x - clean_target()).abs().max() < tolerance, spec.name
+
+
+def test_preview_schedule_follows_the_model_scheduler_config() -> None:
+    """The clean-picture estimate behind live previews uses the model's own schedule: SD's when the
+    config says nothing else, and a zero-terminal-SNR rescale when the config asks for one."""
+    from types import SimpleNamespace
+
+    from modules.engine.denoise import _alphas_cumprod
+
+    sd = _alphas_cumprod(SimpleNamespace(scheduler_config={}, extra={}))
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    assert torch.allclose(sd, torch.cumprod(1 - betas, 0).float(), rtol=1e-5)
+    zero = _alphas_cumprod(SimpleNamespace(scheduler_config={"rescale_betas_zero_snr": True}, extra={}))
+    assert float(zero[-1]) < 1e-6 < float(sd[-1]) and abs(float(zero[0]) - float(sd[0])) < 1e-6

@@ -57,6 +57,10 @@ class DemoModelConfig:
     text_width: int = 128
     text_layers: int = 3
     text_heads: int = 4
+    prediction_type: str = "v_prediction"
+    """what the UNet predicts: "v_prediction" (as SD 2.x 768-v) or "epsilon" (as SD 1.x)"""
+    zero_terminal_snr: bool = True
+    """SD's scaled-linear betas rescaled so the last step is pure noise (diffusers' rescale_betas_zero_snr)"""
     vae_scaling_factor: float = 0.18215
     """replaced by the measured 1 / std of the latents after the VAE is trained"""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,9 +82,24 @@ class DemoModelConfig:
         return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
 
 
-def scheduler_config() -> dict[str, Any]:
-    """SD 1.x's own noise schedule: scaled-linear betas 0.00085..0.012 over 1000 steps, epsilon."""
-    return json.loads((configs_path / "sd1" / "scheduler" / "scheduler_config.json").read_text("utf-8"))
+def scheduler_config(config: DemoModelConfig | None = None) -> dict[str, Any]:
+    """SD 1.x's noise schedule (scaled-linear betas 0.00085..0.012 over 1000 steps) with the model's
+    prediction type, rescaled to a zero terminal SNR when the model is trained that way.
+
+    Why zero terminal SNR: with SD 1.x's own schedule the most-noised training input still holds 7% of
+    the picture, enough for the model to read where the shape is from the noise instead of from the
+    prompt; at sampling time the noise is pure, so the seed decided the layout and position words did
+    nothing. With the last step pure noise only the prompt can say where things go; predicting v
+    (as SD 2.x does) keeps that step learnable, where epsilon would be the input itself."""
+    base = json.loads((configs_path / "sd1" / "scheduler" / "scheduler_config.json").read_text("utf-8"))
+    config = config or DemoModelConfig()
+    base["prediction_type"] = config.prediction_type
+    if config.zero_terminal_snr:
+        if config.prediction_type != "v_prediction":
+            raise ValueError("a zero terminal SNR needs v-prediction: epsilon is undefined at pure noise")
+        base["rescale_betas_zero_snr"] = True
+        base["timestep_spacing"] = "trailing"  # sampling starts at the last, pure-noise step
+    return base
 
 
 def unet_config(config: DemoModelConfig) -> dict[str, Any]:
@@ -164,7 +183,7 @@ def build_components(config: DemoModelConfig | None = None, seed: int = 0) -> di
         "vae": vae,
         "text_encoder": text_encoder,
         "tokenizer": load_tokenizer(),
-        "scheduler_config": scheduler_config(),
+        "scheduler_config": scheduler_config(config),
         "config": config,
     }
 

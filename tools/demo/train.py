@@ -1,6 +1,6 @@
 """Train the demo model: the VAE first, then the UNet and the text encoder together; export it.
 
-    python -m tools.demo.train                       # full run (about 1 h 30 min on an idle 2-core CPU)
+    python -m tools.demo.train                       # full run (about 1 h 10 min on an idle 2-core CPU)
     python -m tools.demo.train --smoke --work-dir /tmp/demo --export /tmp/demo/easel-demo.safetensors
     python -m tools.demo.train --unet-steps 40000 --unet-batch 128   # a longer run on a GPU
 
@@ -49,7 +49,7 @@ class TrainSettings:
     vae_batch: int = 24
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-4
-    unet_steps: int = 5500
+    unet_steps: int = 4500
     unet_batch: int = 32
     unet_lr: float = 4e-4
     warmup: int = 300
@@ -61,6 +61,8 @@ class TrainSettings:
 
 # What the VAE stage depends on; the rest only matters once the UNet stage has begun.
 VAE_SETTINGS = frozenset({"seed", "vae_steps", "vae_batch", "vae_lr", "vae_kl_weight", "resolution"})
+
+VAE_DIMENSIONS = ("resolution", "vae_channels", "vae_norm_groups", "latent_channels")
 
 SMOKE = TrainSettings(vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, warmup=0, ema_decay=0.5)
 
@@ -138,7 +140,13 @@ def _alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
     if scheduler_config.get("beta_schedule") != "scaled_linear":
         raise ValueError("the demo model trains with the scaled_linear schedule")
     betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, 0).float()
+    alphas_cumprod = torch.cumprod(1.0 - betas, 0)
+    if scheduler_config.get("rescale_betas_zero_snr"):
+        # Shift and scale sqrt(alphas_cumprod) so the first step keeps its value and the last is 0.
+        root = alphas_cumprod.sqrt()
+        first, last = root[0].clone(), root[-1].clone()
+        alphas_cumprod = ((root - last) * first / (first - last)) ** 2
+    return alphas_cumprod.float()
 
 
 class Trainer:
@@ -224,6 +232,25 @@ class Trainer:
         self.scaling_factor = state["scaling_factor"]
         self.seconds = dict(state["seconds"])
         return True
+
+    def adopt_vae(self, source: Path) -> None:
+        """Start the UNet stage on the trained VAE of another work folder (or state file), whose VAE
+        settings and dimensions must be this run's: the VAE stage would only repeat it."""
+        path = Path(source)
+        path = path / "state.pt" if path.is_dir() else path
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != STATE_FORMAT or state.get("scaling_factor") is None:
+            raise RuntimeError(f"{path} holds no finished VAE stage")
+        changed = sorted(k for k in VAE_SETTINGS if state["settings"].get(k) != asdict(self.settings)[k])
+        ours = self.model_config.to_json()
+        changed += sorted(k for k in VAE_DIMENSIONS if state["model_config"].get(k) != ours[k])
+        if changed:
+            raise RuntimeError(f"the VAE in {path} was trained with other settings ({', '.join(changed)})")
+        self.vae.load_state_dict(state["vae"])
+        self.scaling_factor = state["scaling_factor"]
+        self.seconds["vae"] = float(state["seconds"]["vae"])
+        self.stage, self.step = "unet", 0
+        self.save()
 
     # --- helpers -------------------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -340,8 +367,17 @@ class Trainer:
                 context = self.text_encoder(self._tokens(captions)).last_hidden_state
                 pred = self.unet(noisy, timesteps, context).sample
             snr = a.view(-1) / (1 - a.view(-1))
-            weight = torch.clamp(snr, max=s.min_snr_gamma) / snr if s.min_snr_gamma else torch.ones_like(snr)
-            per_sample = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+            if self.model_config.prediction_type == "v_prediction":
+                target = a.sqrt() * noise - (1 - a).sqrt() * latents
+                # In terms of the clean-latent error this weighs min(SNR + 1, gamma): the pure-noise
+                # steps keep a weight of 1 (min-SNR's own v form, min(SNR, gamma) / (SNR + 1), would
+                # give the zero-SNR step none) and the nearly clean steps are capped as min-SNR does.
+                weight = (torch.clamp(snr + 1, max=s.min_snr_gamma) / (snr + 1) if s.min_snr_gamma
+                          else torch.ones_like(snr))
+            else:
+                target = noise
+                weight = torch.clamp(snr, max=s.min_snr_gamma) / snr if s.min_snr_gamma else torch.ones_like(snr)
+            per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
             loss = (weight * per_sample).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -395,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="training state (resumed if present)")
     ap.add_argument("--export", type=Path, default=DEFAULT_EXPORT, help="where to write the .safetensors")
     ap.add_argument("--smoke", action="store_true", help="a few steps of each stage: checks the pipeline end to end")
+    ap.add_argument("--vae-from", type=Path,
+                    help="a work folder whose trained VAE to start from (same VAE settings): skips the VAE stage")
     ap.add_argument("--export-only", action="store_true",
                     help="export the work folder's model as it stands (EMA weights) without training on")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -423,6 +461,9 @@ def main(argv: list[str] | None = None) -> None:
           + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in counts.items()), flush=True)
     if trainer.resume():
         print(f"resumed from {trainer.state_path}: stage {trainer.stage}, step {trainer.step}", flush=True)
+    elif args.vae_from:
+        trainer.adopt_vae(args.vae_from)
+        print(f"VAE taken from {args.vae_from} (latent scaling factor {trainer.scaling_factor:.5f})", flush=True)
     if args.export_only:
         if trainer.scaling_factor is None:
             raise SystemExit(f"error: {trainer.state_path} has no finished VAE stage to export")
