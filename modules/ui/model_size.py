@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from modules import shared
-from modules.model_manager.registry import CheckpointInfo, is_demo_checkpoint
+from modules.model_manager.registry import DEMO_CHECKPOINT, CheckpointInfo, is_demo_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,8 @@ def sizes_on_switch(title: str, configured: list[int], current: list[float]) -> 
     size = demo_resolution(info)
     if size:
         return [gr.update(value=size) for _ in current]
-    demo_sizes = {demo_resolution(c) for c in (shared.model_manager.checkpoints() if shared.model_manager else [])
-                  if is_demo_checkpoint(c)} - {None}
-    return [gr.update(value=default) if value in demo_sizes and value not in configured else gr.update()
+    demo = demo_resolution(_checkpoint(DEMO_CHECKPOINT))
+    return [gr.update(value=default) if demo and value == demo != default else gr.update()
             for default, value in zip(configured, current, strict=True)]
 
 
