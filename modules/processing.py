@@ -779,6 +779,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
         if 0 <= int(p.sampler_index) < len(names):
             p.sampler_name = names[int(p.sampler_index)]
     p.sampler, p.schedule = samplers.resolve(p.sampler_name or samplers.DEFAULT_SAMPLER, p.scheduler)
+    automatic_schedule = samplers.requests_automatic(p.sampler_name, p.scheduler)
     p.sampler_name = p.sampler.name
 
     # A model handed in on p.sd_model (benchmarks, scripts) is used as is, unless the run asks to switch.
@@ -787,6 +788,8 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     else:
         model = ensure_model()
     p.sd_model = model
+    p.schedule = samplers.schedule_for_model(p.sampler, p.schedule, model.scheduler_config,
+                                             automatic=automatic_schedule)
     info = model.sd_checkpoint_info
     p.sd_model_name = getattr(info, "name_for_extra", None) or getattr(info, "model_name", None)
     p.sd_model_hash = model.sd_model_hash

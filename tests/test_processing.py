@@ -323,3 +323,29 @@ def test_an_unknown_lora_is_stripped_reported_and_the_run_goes_on(easel: Path) -
     assert "nosuchnet" in tagged.comments
     assert tagged.infotexts[0].startswith("a cat <lora:nosuchnet:0.8>\n")
     assert "Lora hashes" not in tagged.infotexts[0]
+
+
+def _zero_snr_copy(easel: Path) -> str:
+    # A1111 marks zero-terminal-SNR checkpoints with an empty "ztsnr" key; the loader reads it.
+    from safetensors.torch import load_file, save_file
+
+    folder = easel / "models" / "Stable-diffusion"
+    state = load_file(folder / "tiny-sd1.safetensors")
+    state["ztsnr"] = torch.zeros(0)
+    save_file(state, folder / "tiny-sd1-ztsnr.safetensors")
+    shutil.copytree(folder / "tiny-sd1.config", folder / "tiny-sd1-ztsnr.config")
+    shared.model_manager.refresh()
+    return "tiny-sd1-ztsnr.safetensors"
+
+
+def test_automatic_schedule_on_a_zero_terminal_snr_model_is_trailing(easel: Path) -> None:
+    name = _zero_snr_copy(easel)
+    over = {"sd_model_checkpoint": name}
+    auto = process_images(txt2img(sampler_name="DPM++ 2M", scheduler="Automatic", override_settings=over))
+    assert "Schedule type: SGM Uniform" in auto.infotexts[0]
+    chosen = process_images(txt2img(sampler_name="DPM++ 2M", scheduler="Karras", override_settings=over))
+    assert "Schedule type: Karras" in chosen.infotexts[0]
+    legacy = process_images(txt2img(sampler_name="DPM++ 2M Karras", scheduler=None, override_settings=over))
+    assert "Schedule type: Karras" in legacy.infotexts[0]
+    plain = process_images(txt2img(sampler_name="DPM++ 2M", scheduler="Automatic"))  # an ordinary model
+    assert "Schedule type: Karras" in plain.infotexts[0]

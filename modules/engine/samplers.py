@@ -373,11 +373,13 @@ def split_schedule_suffix(name: str) -> tuple[str, ScheduleSpec | None]:
     """
     text = " ".join(str(name).split())
     folded = text.casefold()
-    for sched in SCHEDULES:
-        for option in (sched.label, sched.name, *sched.aliases):
-            suffix = " " + option.casefold()
-            if folded.endswith(suffix) and len(folded) > len(suffix):
-                return text[: -len(suffix)], sched
+    # longest first: "DPM++ 2M SGM Uniform" ends in "Uniform" too
+    options = sorted(((option, sched) for sched in SCHEDULES for option in (sched.label, sched.name, *sched.aliases)),
+                     key=lambda pair: -len(pair[0]))
+    for option, sched in options:
+        suffix = " " + option.casefold()
+        if folded.endswith(suffix) and len(folded) > len(suffix):
+            return text[: -len(suffix)], sched
     return text, None
 
 
@@ -409,6 +411,35 @@ def effective_schedule(sampler: SamplerSpec, schedule: ScheduleSpec) -> Schedule
     if schedule.is_automatic and sampler.default_schedule:
         return SCHEDULES_BY_NAME[sampler.default_schedule]
     return schedule
+
+
+def requests_automatic(sampler_name: str | None, schedule: str | None) -> bool:
+    """Whether a request leaves the schedule type to Easel: Automatic (or none) and no legacy
+    combined name ("DPM++ 2M Karras") that carries one."""
+    if not find_schedule(schedule).is_automatic:
+        return False
+    try:
+        return parse_sampler_name(str(sampler_name or DEFAULT_SAMPLER))[1] is None
+    except UnknownSamplerError:
+        return False
+
+
+def schedule_for_model(sampler: SamplerSpec, schedule: ScheduleSpec, model_scheduler_config: Mapping[str, Any], *,
+                       automatic: bool) -> ScheduleSpec:
+    """The schedule type to run when the request left it to Automatic, given the model.
+
+    A model trained to zero terminal SNR has an infinite last sigma, which diffusers clamps to
+    4096. Sigma-spaced schedules (Karras, exponential, beta) then spend half of 20 steps above
+    sigma 20, where the picture is still pure noise, and img2img's denoising strength stops saying
+    how much is kept: 0.3 under Karras starts at sigma 6.6 and redraws the picture. Such models are
+    sampled on trailing timesteps (SGM Uniform: steps evenly spaced in time, the first at the
+    pure-noise end), as the zero-SNR schedule is meant to be, wherever the sampler can follow it.
+    A schedule type the user chose is kept.
+    """
+    if not automatic or not model_scheduler_config.get("rescale_betas_zero_snr"):
+        return schedule
+    trailing = SCHEDULES_BY_NAME["sgm_uniform"]
+    return trailing if sampler.supports(trailing) else schedule
 
 
 def resolve(sampler_name: str | None, schedule: str | None, *, strict: bool = False) -> tuple[SamplerSpec, ScheduleSpec]:

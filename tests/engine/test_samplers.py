@@ -94,6 +94,7 @@ def test_names_and_aliases_resolve_in_any_case(spec: S.SamplerSpec) -> None:
     ("k_lms_ka", None, ("LMS", "karras")),
     ("k_dpmpp_2m_sde_exp", None, ("DPM++ 2M SDE", "exponential")),
     ("Euler SGMUniform", None, ("Euler", "sgm_uniform")),
+    ("DPM++ 2M SGM Uniform", None, ("DPM++ 2M", "sgm_uniform")),
     ("euler", "sgm uniform", ("Euler", "sgm_uniform")),
     ("Heun", "UNIFORM", ("Heun", "uniform")),
     ("LMS", "beta", ("LMS", "beta")),
@@ -291,6 +292,38 @@ def test_trained_betas_and_zero_snr_configs_build() -> None:
         scheduler = S.build_scheduler(S.SAMPLERS_BY_NAME[name], S.SCHEDULES_BY_NAME["sgm_uniform"], config)
         assert scheduler.config.rescale_betas_zero_snr is True
         assert scheduler.alphas_cumprod[-1] < 1e-6  # zero terminal SNR
+
+
+_ZERO_SNR = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+             "prediction_type": "v_prediction", "rescale_betas_zero_snr": True}
+
+
+@pytest.mark.parametrize(("sampler", "schedule", "expected"), [
+    ("DPM++ 2M", None, "sgm_uniform"),
+    ("DPM++ 2M", "Automatic", "sgm_uniform"),
+    ("Euler a", "Automatic", "sgm_uniform"),
+    ("DPM++ 2M", "Karras", "karras"),  # a choice is kept
+    ("DPM++ 2M Karras", None, "karras"),
+    ("DPM++ 2S a", "Automatic", "karras"),  # cannot follow trailing spacing: its own default stays
+])
+def test_automatic_schedule_on_zero_snr_models_is_trailing(sampler: str, schedule: str | None, expected: str) -> None:
+    spec, sched = S.resolve(sampler, schedule)
+    automatic = S.requests_automatic(sampler, schedule)
+    assert S.schedule_for_model(spec, sched, _ZERO_SNR, automatic=automatic).name == expected
+    plain = {k: v for k, v in _ZERO_SNR.items() if k != "rescale_betas_zero_snr"}
+    assert S.schedule_for_model(spec, sched, plain, automatic=automatic) == sched
+
+
+def test_low_denoising_on_a_zero_snr_model_starts_at_low_noise_only_when_trailing() -> None:
+    # why Automatic avoids Karras there: sigma_max is clamped to 4096, so step 14 of 20 is still at 6.6
+    def first_sigma(schedule: str) -> float:
+        run = S.SamplerRun(S.SAMPLERS_BY_NAME["DPM++ 2M"], S.SCHEDULES_BY_NAME[schedule], _ZERO_SNR, 20, seeds=[1],
+                           denoising_strength=0.3, device=torch.device("cpu"))
+        assert run.sigmas is not None
+        return float(run.sigmas[run._begin_index])
+
+    assert first_sigma("karras") > 5
+    assert first_sigma("sgm_uniform") < 1
 
 
 def test_build_scheduler_hands_out_independent_copies() -> None:
