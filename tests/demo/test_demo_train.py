@@ -10,9 +10,11 @@ import torch
 
 from tools.demo import model as demo_model
 from tools.demo import train
+from tools.demo.captions import SceneSpec, ShapeSpec, write_caption
+from tools.demo.shapes import COLORS, POSITIONS, SHAPES, SIZES
 
 # Narrow enough to train a step in well under a second; the real dimensions are covered by the smoke run.
-TINY = demo_model.DemoModelConfig(vae_channels=(16, 16, 16), unet_channels=(32, 32, 32), text_width=32,
+TINY = demo_model.DemoModelConfig(vae_channels=(16, 16, 16), unet_channels=(32, 32, 32, 32), text_width=32,
                                   text_layers=1)
 TINY_RUN = replace(train.SMOKE, vae_steps=2, vae_batch=2, unet_steps=3, unet_batch=2)
 
@@ -46,7 +48,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     second = _trainer(tmp_path / "split")
     assert second.resume() and (second.stage, second.step) == ("unet", 0)
     second.run()
-    for name in ("vae", "unet", "text_encoder", "ema_unet"):
+    for name in ("vae", "unet", "text_encoder", "probe", "ema_unet"):
         a, b = getattr(whole, name).state_dict(), getattr(second, name).state_dict()
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
     # and the unet stage moved the weights at all
@@ -90,3 +92,37 @@ def test_smoke_run_exports_a_model_easel_evaluates(tmp_path: Path, capsys: pytes
     table = report.markdown()
     for row in ("background", "color", "shape", "position", "img2img", "inpaint", "txt2img 20 steps"):
         assert row in table
+
+
+def test_caption_labels_name_what_the_caption_says() -> None:
+    labels = dict(zip(train.PROBED, train.caption_labels("a small purple star at the top left on a white background"),
+                      strict=True))
+    assert labels == {"position": POSITIONS.index("top left"), "shape": SHAPES.index("star"),
+                      "color": COLORS.index("purple"), "size": SIZES.index("small"),
+                      "background": COLORS.index("white")}
+    unnamed = dict(zip(train.PROBED, train.caption_labels("two yellow squares, green background"), strict=True))
+    assert unnamed["position"] == unnamed["size"] == -100
+    assert (unnamed["shape"], unnamed["background"]) == (SHAPES.index("square"), COLORS.index("green"))
+    assert train.caption_labels("") == [-100] * len(train.PROBED)  # a dropped caption teaches nothing
+
+
+def test_caption_probe_teaches_the_text_encoder_positions() -> None:
+    # Captions differing only in position: the probe's loss must reach the encoder's pooled state and
+    # make positions readable from it (what the UNet then uses to place shapes).
+    torch.manual_seed(0)
+    components = demo_model.build_components(TINY, seed=0)
+    encoder, tokenizer = components["text_encoder"], components["tokenizer"]
+    probe = train.CaptionProbe(TINY.text_width)
+    captions = [write_caption(SceneSpec((ShapeSpec("circle", "red", "big", p),), "blue")) for p in POSITIONS]
+    ids = tokenizer(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    labels = torch.tensor([train.caption_labels(c) for c in captions])
+    assert labels[:, 0].tolist() == list(range(len(POSITIONS)))
+    opt = torch.optim.AdamW([*encoder.parameters(), *probe.parameters()], lr=1e-2)
+    for _ in range(60):
+        loss = probe(encoder(ids).pooler_output, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        predicted = probe.heads[0](encoder(ids).pooler_output).argmax(-1)
+    assert predicted.tolist() == labels[:, 0].tolist()

@@ -45,8 +45,8 @@ HELD_OUT_SHAPE_POSITION: frozenset[tuple[str, str]] = frozenset({
 SPLITS = {"train": 0, "checker": 1, "eval": 2}
 
 # How often a caption mentions an optional attribute in training, and how many shapes a scene has.
-P_MENTION = {"color": 0.92, "size": 0.7, "position": 0.8, "background": 0.85}
-P_SHAPE_COUNT = (0.65, 0.2, 0.15)  # one, two, three shapes
+P_MENTION = {"color": 0.92, "size": 0.7, "position": 0.9, "background": 0.85}
+P_SHAPE_COUNT = (0.8, 0.12, 0.08)  # one, two, three shapes
 P_COUNTED = 0.4  # of the multi-shape scenes: "two red circles" (same kind) rather than a list
 
 COLOR_JITTER = 10  # per channel, uniform

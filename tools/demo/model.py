@@ -50,8 +50,8 @@ class DemoModelConfig:
     vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_norm_groups: int = 4
     latent_channels: int = 4
-    unet_channels: tuple[int, ...] = (64, 128, 128)
-    unet_attention: tuple[bool, ...] = (False, True, True)
+    unet_channels: tuple[int, ...] = (64, 128, 128, 128)
+    unet_attention: tuple[bool, ...] = (False, True, True, False)
     unet_norm_groups: int = 8
     unet_head_count: int = 4
     text_width: int = 128
