@@ -226,7 +226,9 @@ class Trainer:
         self.alphas_cumprod = _alphas_cumprod(self.components["scheduler_config"]).to(self.device)
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=settings.vae_lr, betas=(0.9, 0.99),
                                          weight_decay=0.0)
-        self.probe = CaptionProbe(self.model_config.text_width).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # seeded like the components: the run stays deterministic
+            torch.manual_seed(settings.seed + 1)
+            self.probe = CaptionProbe(self.model_config.text_width).to(self.device)
         self.opt = torch.optim.AdamW([*self.unet.parameters(), *self.text_encoder.parameters(),
                                       *self.probe.parameters()],
                                      lr=settings.unet_lr, betas=(0.9, 0.99), weight_decay=0.01)
