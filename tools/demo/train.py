@@ -167,13 +167,8 @@ def caption_labels(caption: str) -> list[int]:
     """The probed attributes a caption names, as class indices (-100 where it names none)."""
     spec = parse_caption(caption) if caption else None
     first = spec.shapes[0] if spec is not None and spec.shapes else None
-    values = {
-        "position": first.position if first else None,
-        "shape": first.shape if first else None,
-        "color": first.color if first else None,
-        "size": first.size if first else None,
-        "background": spec.background if spec is not None else None,
-    }
+    values = {name: getattr(first, name, None) for name in PROBED}
+    values["background"] = spec.background if spec is not None else None
     return [classes.index(values[name]) if values[name] in classes else -100 for name, classes in PROBED.items()]
 
 
@@ -313,27 +308,25 @@ class Trainer:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.autocast)
 
-    def _tokens(self, captions: list[str]) -> torch.Tensor:
+    def _caption_rows(self, cache: dict[str, Any], captions: list[str], make: Any) -> list[Any]:
+        # captions repeat across steps: tokenise and parse each once (up to a bound on memory)
         rows = []
         for caption in captions:
-            ids = self._token_cache.get(caption)
-            if ids is None:
-                ids = self.tokenizer(caption, padding="max_length", max_length=77, truncation=True,
-                                     return_tensors="pt").input_ids[0]
-                if len(self._token_cache) < 200_000:
-                    self._token_cache[caption] = ids
-            rows.append(ids)
+            row = cache.get(caption)
+            if row is None:
+                row = make(caption)
+                if len(cache) < 200_000:
+                    cache[caption] = row
+            rows.append(row)
+        return rows
+
+    def _tokens(self, captions: list[str]) -> torch.Tensor:
+        rows = self._caption_rows(self._token_cache, captions, lambda c: self.tokenizer(
+            c, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids[0])
         return torch.stack(rows).to(self.device)
 
     def _labels(self, captions: list[str]) -> torch.Tensor:
-        rows = []
-        for caption in captions:
-            labels = self._label_cache.get(caption)
-            if labels is None:
-                labels = caption_labels(caption)
-                if len(self._label_cache) < 200_000:
-                    self._label_cache[caption] = labels
-            rows.append(labels)
+        rows = self._caption_rows(self._label_cache, captions, caption_labels)
         return torch.tensor(rows, dtype=torch.long, device=self.device)
 
     def _log(self, stage: str, step: int, total: int, loss: float, started: float, first_step: int) -> None:
