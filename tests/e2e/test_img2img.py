@@ -21,6 +21,9 @@ def test_inpaint_with_a_painted_mask_keeps_the_rest(server, open_page, tmp_path)
     page.locator("#tab_img2img-button").click()
     page.locator("#img2img_inpaint_tab-button").click()
     def load_and_paint() -> None:
+        # The editor builds its canvas a moment after the tab opens; a file given before that reaches
+        # an editor without a drawing context, which throws in the page.
+        page.locator("#img2maskimg canvas").first.wait_for(state="visible", timeout=30_000)
         page.locator("#img2maskimg input[type=file]").first.set_input_files(str(source))
         page.locator("#img2maskimg canvas").first.wait_for(state="visible", timeout=30_000)
         page.wait_for_timeout(2000)  # let the editor take the upload before painting over it
