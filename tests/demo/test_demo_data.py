@@ -56,6 +56,17 @@ def test_captions_parse_back_to_what_was_drawn() -> None:
     assert counts == {1, 2, 3}
 
 
+def test_a_lone_shape_with_no_place_named_sits_in_the_centre() -> None:
+    lone = [s for s in (make_sample(2, i) for i in range(300))
+            if len(s.shapes) == 1 and s.spec.shapes[0].position is None]
+    assert len(lone) > 10
+    assert {s.shapes[0].position for s in lone} == {"center"}
+    # Scenes of several shapes still scatter them when the caption leaves the places out.
+    many = [s for s in (make_sample(2, i) for i in range(600))
+            if len(s.shapes) > 1 and all(c.position is None for c in s.spec.shapes)]
+    assert len({p.position for s in many for p in s.shapes}) > 4
+
+
 def test_caption_variations_parse_the_same() -> None:
     spec = SceneSpec((ShapeSpec("star", "purple", "small", "top left"),), "white")
     rng = np.random.default_rng(0)

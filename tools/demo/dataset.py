@@ -149,6 +149,11 @@ def _sample_spec(rng: np.random.Generator, split: str) -> tuple[SceneSpec, list[
         size = _pick(rng, sh.SIZES) if mention["size"] else None
         specs.append(ShapeSpec(shape=shape, color=color if mention["color"] else None, size=size, count=count))
         wants.extend({"shape": shape, "color": color, "size": size, "position": None} for _ in range(count))
+    if n == 1 and not mention["position"]:
+        # A lone shape whose caption names no place sits in the centre, as subjects do in photographs:
+        # "a red circle" is then drawn in the middle of the canvas, which is also what puts it in the
+        # middle of the masked area when inpainting with "Only masked".
+        wants[0]["position"] = "center"
     background = _pick(rng, [c for c in sh.COLORS if c not in used_colors])
     spec = SceneSpec(shapes=tuple(specs), background=background if mention["background"] else None)
     return spec, [dict(w, background=background) for w in wants], mention["position"]
