@@ -94,6 +94,23 @@ def test_smoke_run_exports_a_model_easel_evaluates(tmp_path: Path, capsys: pytes
         assert row in table
 
 
+def test_caption_swap_gives_only_nearly_clean_samples_other_captions() -> None:
+    captions = [f"a {c} {shape}" for c in COLORS for shape in SHAPES[:4]]
+    timesteps = torch.tensor([100, 700] * 16)
+
+    def swapped(share: float, seed: int = 0) -> list[str]:
+        return train._swap_captions(captions, timesteps, share, 400, torch.Generator().manual_seed(seed))
+
+    everything = swapped(1.0)
+    low = [i for i, t in enumerate(timesteps.tolist()) if t < 400]
+    assert all(everything[i] != captions[i] and everything[i] in captions for i in low)
+    assert all(everything[i] == captions[i] for i in range(len(captions)) if i not in low)
+    assert swapped(0.0) == captions
+    half = swapped(0.5)
+    assert 3 <= sum(half[i] != captions[i] for i in low) <= 13
+    assert swapped(0.5) == half and swapped(0.5, seed=1) != half
+
+
 def test_caption_labels_name_what_the_caption_says() -> None:
     labels = dict(zip(train.PROBED, train.caption_labels("a small purple star at the top left on a white background"),
                       strict=True))

@@ -52,7 +52,7 @@ class TrainSettings:
     vae_batch: int = 24
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-4
-    unet_steps: int = 4000
+    unet_steps: int = 9000
     unet_batch: int = 32
     unet_lr: float = 4e-4
     warmup: int = 300
@@ -60,6 +60,8 @@ class TrainSettings:
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
     caption_probe_weight: float = 0.1
+    caption_swap: float = 0.5  # share of the samples noised less than caption_swap_below given a wrong caption
+    caption_swap_below: int = 400
     resolution: int = 64
 
 
@@ -69,6 +71,21 @@ VAE_SETTINGS = frozenset({"seed", "vae_steps", "vae_batch", "vae_lr", "vae_kl_we
 VAE_DIMENSIONS = ("resolution", "vae_channels", "vae_norm_groups", "latent_channels")
 
 SMOKE = TrainSettings(vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, warmup=0, ema_decay=0.5)
+
+
+def _swap_captions(captions: list[str], timesteps: torch.Tensor, share: float, below: int,
+                   gen: torch.Generator) -> list[str]:
+    """Give a `share` of the samples noised less than `below` another sample's caption.
+
+    Captions here say nearly everything about a picture, so a model trained only on matching pairs
+    leans on the text at every noise level, and classifier-free guidance then redraws an img2img
+    source at low denoising to match a new prompt. When the text is sometimes wrong on nearly clean
+    inputs, the model learns to take what is visible from the picture there and the text from the
+    early, noisy steps, which is how img2img strength is meant to work."""
+    n = len(captions)
+    picked = (torch.rand(n, generator=gen) < share) & (timesteps < below)
+    shift = int(torch.randint(1, max(2, n), (1,), generator=gen))
+    return [captions[(i + shift) % n] if picked[i] else c for i, c in enumerate(captions)]
 
 
 def pick_device(name: str = "auto") -> tuple[torch.device, torch.dtype | None]:
@@ -267,8 +284,9 @@ class Trainer:
         # Settings of a stage that has not started yet may change (e.g. --unet-steps after the VAE).
         unet_started = state["stage"] == "done" or (state["stage"] == "unet" and int(state["step"]) > 0)
         binding = set(asdict(self.settings)) if unet_started else VAE_SETTINGS
-        changed = sorted(k for k, v in asdict(self.settings).items()
-                         if k in binding and state["settings"].get(k) != v)
+        # A setting added after the state was written reads as its default (what that run trained with).
+        stored = {**asdict(TrainSettings()), **state["settings"]}
+        changed = sorted(k for k, v in asdict(self.settings).items() if k in binding and stored[k] != v)
         if changed:
             raise RuntimeError(f"{self.state_path} belongs to a run with other settings ({', '.join(changed)}); "
                                "use another --work-dir or the same settings")
@@ -415,6 +433,8 @@ class Trainer:
             noise = torch.randn((len(captions), self.model_config.latent_channels, self.model_config.latent_size,
                                  self.model_config.latent_size), generator=gen).to(self.device)
             sample_noise = torch.randn(noise.shape, generator=gen).to(self.device)
+            if s.caption_swap and s.caption_swap_below:
+                captions = _swap_captions(captions, timesteps.cpu(), s.caption_swap, s.caption_swap_below, gen)
             for group in self.opt.param_groups:
                 group["lr"] = self._lr(self.step)
             with torch.no_grad(), self._autocast():
@@ -499,9 +519,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="export the work folder's model as it stands (EMA weights) without training on")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--seed", type=int)
-    for name in ("vae_steps", "vae_batch", "unet_steps", "unet_batch", "warmup"):
+    for name in ("vae_steps", "vae_batch", "unet_steps", "unet_batch", "warmup", "caption_swap_below"):
         ap.add_argument("--" + name.replace("_", "-"), type=int)
-    for name in ("vae_lr", "unet_lr", "ema_decay"):
+    for name in ("vae_lr", "unet_lr", "ema_decay", "caption_swap"):
         ap.add_argument("--" + name.replace("_", "-"), type=float)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--checkpoint-every", type=int, default=500)
@@ -513,7 +533,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     settings = SMOKE if args.smoke else TrainSettings()
     overrides = {k: getattr(args, k) for k in ("seed", "vae_steps", "vae_batch", "unet_steps", "unet_batch", "warmup",
-                                               "vae_lr", "unet_lr", "ema_decay") if getattr(args, k) is not None}
+                                               "vae_lr", "unet_lr", "ema_decay", "caption_swap", "caption_swap_below")
+                 if getattr(args, k) is not None}
     settings = replace(settings, **overrides)
     trainer = Trainer(settings, args.work_dir, device=args.device,
                       log_every=1 if args.smoke else args.log_every, checkpoint_every=args.checkpoint_every,
