@@ -58,6 +58,17 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="other settings"):
         _trainer(tmp_path / "split", replace(TINY_RUN, seed=5)).resume()
 
+    # A state written before the caption swap existed was trained without it: it resumes only with it off.
+    state = torch.load(whole.state_path, weights_only=True)
+    for key in train.SETTINGS_BEFORE_THEY_EXISTED:
+        del state["settings"][key]
+    (tmp_path / "old").mkdir()
+    torch.save(state, tmp_path / "old" / "state.pt")
+    assert TINY_RUN.caption_swap > 0
+    with pytest.raises(RuntimeError, match="caption_swap"):
+        _trainer(tmp_path / "old").resume()
+    assert _trainer(tmp_path / "old", replace(TINY_RUN, caption_swap=0.0, caption_swap_below=0)).resume()
+
 
 @pytest.mark.slow
 def test_smoke_run_exports_a_model_easel_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -202,9 +202,8 @@ def _inpaint(model: Any, settings: Settings, clf: Any, *, only_masked: bool) -> 
         y0 = 0 if "top" in hole else size // 2
         mask[y0:y0 + size // 2, x0:x0 + size // 2] = 255
         result = img2img(model, source, "a red circle", 3000 + i, strength=settings.inpaint_strength,
-                         steps=settings.steps,
-                         cfg=settings.cfg_scale, mask=Image.fromarray(mask), only_masked=only_masked,
-                         padding=settings.inpaint_padding)
+                         steps=settings.steps, cfg=settings.cfg_scale, mask=Image.fromarray(mask),
+                         only_masked=only_masked, padding=settings.inpaint_padding)
         outside = mask == 0
         worst = max(worst, int(np.abs(result.astype(int) - source.astype(int))[outside].max()))
         _, found = checker.detect(result)

@@ -68,6 +68,10 @@ class TrainSettings:
 # What the VAE stage depends on; the rest only matters once the UNet stage has begun.
 VAE_SETTINGS = frozenset({"seed", "vae_steps", "vae_batch", "vae_lr", "vae_kl_weight", "resolution"})
 
+# Settings added since state files were first written, with the value a run made before then trained
+# with (the feature off), so such a run resumes only with them off.
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, float | int] = {"caption_swap": 0.0, "caption_swap_below": 0}
+
 VAE_DIMENSIONS = ("resolution", "vae_channels", "vae_norm_groups", "latent_channels")
 
 SMOKE = TrainSettings(vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, warmup=0, ema_decay=0.5)
@@ -284,8 +288,7 @@ class Trainer:
         # Settings of a stage that has not started yet may change (e.g. --unet-steps after the VAE).
         unet_started = state["stage"] == "done" or (state["stage"] == "unet" and int(state["step"]) > 0)
         binding = set(asdict(self.settings)) if unet_started else VAE_SETTINGS
-        # A setting added after the state was written reads as its default (what that run trained with).
-        stored = {**asdict(TrainSettings()), **state["settings"]}
+        stored = {**SETTINGS_BEFORE_THEY_EXISTED, **state["settings"]}
         changed = sorted(k for k, v in asdict(self.settings).items() if k in binding and stored[k] != v)
         if changed:
             raise RuntimeError(f"{self.state_path} belongs to a run with other settings ({', '.join(changed)}); "
