@@ -1,6 +1,6 @@
 """Train the demo model: the VAE first, then the UNet and the text encoder together; export it.
 
-    python -m tools.demo.train                       # full run (about 1 h 5 min on an idle 2-core CPU)
+    python -m tools.demo.train                       # full run (about 2 h 15 min on an idle 2-core CPU)
     python -m tools.demo.train --smoke --work-dir /tmp/demo --export /tmp/demo/easel-demo.safetensors
     python -m tools.demo.train --unet-steps 40000 --unet-batch 128   # a longer run on a GPU
 
