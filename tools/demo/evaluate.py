@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Evaluate the demo model through Easel's loader and processing.")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                    help="UNet/text encoder precision (a model this small runs fastest in float32 on a CPU)")
+                    help="UNet/text encoder precision (Easel itself uses bfloat16 on a CPU with native bf16)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--per-pair", type=int, default=2, help="captions per held-out combination")
