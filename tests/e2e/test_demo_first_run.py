@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import screenshot
-from helpers import field_value, generate, images_under, parameters_of, set_text, wait_for_new_image
+from helpers import field_value, generate, images_under, parameters_of, set_number, set_text, wait_for_new_image
 from PIL import Image
 from server import EaselServer
 
@@ -64,12 +65,15 @@ def test_first_run_draws_with_the_demo_model_at_its_size(server: EaselServer, op
     assert ui_config["txt2img/Width/value"] == 512  # the demo's size is not saved as a default
 
     set_text(page, "txt2img_prompt", "a big red circle on a blue background")
+    set_number(page, "txt2img_seed", 5)
     outputs = server.data_dir / "outputs"
     before = images_under(outputs)
     generate(page, "txt2img")
     path = wait_for_new_image(outputs, before, server=server)
-    screenshot(page, "demo-first-run")
-    assert "Size: 64x64" in parameters_of(path) and "Model: easel-demo" in parameters_of(path)
+    shot = screenshot(page, "demo-first-run")
+    if os.environ.get("EASEL_UPDATE_SCREENSHOT"):  # refresh the README's picture on request only
+        shutil.copy(shot, REPO / "docs" / "screenshot.png")
+    assert "Seed: 5, Size: 64x64" in parameters_of(path) and "Model: easel-demo" in parameters_of(path)
     pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
     red = (pixels[:, 0] > 150) & (pixels[:, 1] < 100) & (pixels[:, 2] < 100)
     blue = (pixels[:, 2] > 150) & (pixels[:, 0] < 100)
