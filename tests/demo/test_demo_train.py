@@ -105,6 +105,15 @@ def test_smoke_run_exports_a_model_easel_evaluates(tmp_path: Path, capsys: pytes
         assert row in table
 
 
+@pytest.mark.gpu
+def test_smoke_run_picks_the_gpu_by_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "easel-demo.safetensors"
+    train.main(["--smoke", "--work-dir", str(tmp_path / "work"), "--export", str(out)])
+    log = capsys.readouterr().out
+    assert "device cuda" in log and "exported" in log, log
+    assert demo_model.exported_size_bytes(out) < demo_model.SIZE_BUDGET_BYTES
+
+
 def test_caption_swap_gives_only_nearly_clean_samples_other_captions() -> None:
     captions = [f"a {c} {shape}" for c in COLORS for shape in SHAPES[:4]]
     timesteps = torch.tensor([100, 700] * 16)
