@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 from conftest import screenshot
 from helpers import field_value, generate, images_under, parameters_of, set_number, set_text, wait_for_new_image
 from PIL import Image
@@ -80,11 +80,6 @@ def test_first_run_draws_with_the_demo_model_at_its_size(server: EaselServer, op
     assert red.mean() > 0.03 and blue.mean() > 0.3, (red.mean(), blue.mean())
 
     # Another checkpoint (added and found by the refresh button) gets the configured 512 back.
-    sys.path.insert(0, str(REPO / "tests"))
-    try:
-        import tiny_models
-    finally:
-        sys.path.pop(0)
     tiny_models.write_single_file(server.data_dir / "models" / "Stable-diffusion", "tiny-sd1", "sd1", 0)
     page.locator("#refresh_sd_model_checkpoint").click()
     page.wait_for_timeout(1000)
