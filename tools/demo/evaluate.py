@@ -15,13 +15,13 @@ numbers describe what the app produces. Prints a markdown report for bench/RESUL
   followed (all four attributes). Whether the source colour survives 0.3 as well is reported too.
 - Inpainting: "a red circle" into the masked quadrant of a picture whose shape lies in the opposite
   quadrant, over each background but red (where a red circle could not be seen); success when a red
-  circle is found centred inside the mask. Pixels outside the mask
-  must equal the input exactly (mask blur 0). Denoising 0.75 and masked content "original" are the
-  img2img tab's defaults; inpaint area "Only masked" (padding 8 px) is how a new object is put into
-  a region: the model draws the masked area and a little context at its full resolution, and a
-  caption naming no place puts a lone shape in the middle of that crop. The padding is an eighth of
-  the side: the crop is clipped at the picture's edge, so a wider padding moves the crop's middle
-  off the mask's middle and a big circle drawn there spills over the mask's edge. "Whole picture" is reported too: there
+  circle is found centred inside the mask. Pixels outside the mask must equal the input exactly
+  (mask blur 0). Denoising 0.75 and masked content "original" are the img2img tab's defaults;
+  inpaint area "Only masked" (padding 8 px) is how a new object is put into a region: the model
+  draws the masked area and a little context at its full resolution, and a caption naming no place
+  puts a lone shape in the middle of that crop. The padding is an eighth of the side: the crop is
+  clipped at the picture's edge, so a wider padding moves the crop's middle off the mask's middle
+  and a big circle drawn there spills over the mask's edge. "Whole picture" is reported too: there
   the model has no reason to put the circle in the mask rather than in the middle of the picture.
 - Negative prompt: share of red pixels for "a circle" with and without the negative prompt "red".
 - Speed: txt2img, 20 steps, batch 1, the model's resolution; median wall time of 5 runs.

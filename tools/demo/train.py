@@ -74,6 +74,10 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, float | int] = {"caption_swap": 0.0, "ca
 
 VAE_DIMENSIONS = ("resolution", "vae_channels", "vae_norm_groups", "latent_channels")
 
+# TrainSettings fields the command line may set (besides --seed).
+INT_OPTIONS = ("vae_steps", "vae_batch", "unet_steps", "unet_batch", "warmup", "caption_swap_below")
+FLOAT_OPTIONS = ("vae_lr", "unet_lr", "ema_decay", "caption_swap")
+
 SMOKE = TrainSettings(vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, warmup=0, ema_decay=0.5)
 
 
@@ -522,9 +526,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="export the work folder's model as it stands (EMA weights) without training on")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--seed", type=int)
-    for name in ("vae_steps", "vae_batch", "unet_steps", "unet_batch", "warmup", "caption_swap_below"):
+    for name in INT_OPTIONS:
         ap.add_argument("--" + name.replace("_", "-"), type=int)
-    for name in ("vae_lr", "unet_lr", "ema_decay", "caption_swap"):
+    for name in FLOAT_OPTIONS:
         ap.add_argument("--" + name.replace("_", "-"), type=float)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--checkpoint-every", type=int, default=500)
@@ -535,9 +539,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = SMOKE if args.smoke else TrainSettings()
-    overrides = {k: getattr(args, k) for k in ("seed", "vae_steps", "vae_batch", "unet_steps", "unet_batch", "warmup",
-                                               "vae_lr", "unet_lr", "ema_decay", "caption_swap", "caption_swap_below")
-                 if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("seed", *INT_OPTIONS, *FLOAT_OPTIONS) if getattr(args, k) is not None}
     settings = replace(settings, **overrides)
     trainer = Trainer(settings, args.work_dir, device=args.device,
                       log_every=1 if args.smoke else args.log_every, checkpoint_every=args.checkpoint_every,
