@@ -220,9 +220,12 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
         def on_load() -> list[Any]:
             return [*quick.current_values(), *settings.current_values(setting_keys)]
 
+        # The page's controls hold the options' values only once this load event has answered; the
+        # mark on <html> tells scripts (and the browser tests) that what they type will not be replaced.
         demo.load(fn=on_load, outputs=[*(quick.components[k] for k in quick_keys),
                                        *settings_tab.components.values()],
-                  show_progress="hidden", api_name=False)
+                  show_progress="hidden", api_name=False).then(
+            fn=None, js="() => { document.documentElement.dataset.uiLoaded = 'true'; }", api_name=False)
     demo.queue(default_concurrency_limit=None)
     return demo
 

@@ -84,9 +84,10 @@ class PageRecorder:
     def open(self, path: str = "/") -> object:
         self.page.goto(self.base_url + path)
         self.page.wait_for_selector("#txt2img_generate", timeout=60_000)
-        # The page keeps a status poll running, so "network idle" never comes; let the load event settle.
+        # The page's load event fills the settings' controls; what a test types before it answers is
+        # overwritten. (The status poll keeps the network busy, so "network idle" never comes.)
+        self.page.wait_for_selector("html[data-ui-loaded=true]", state="attached", timeout=60_000)
         self.page.wait_for_selector("#model_status", timeout=30_000)
-        self.page.wait_for_timeout(500)
         return self.page
 
     def check_clean(self) -> None:
