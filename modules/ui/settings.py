@@ -145,7 +145,8 @@ def build(skip: set[str]) -> SettingsTab:
         tab.apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=0,
                               min_width=200)
         tab.result = gr.HTML(elem_id="settings_result", elem_classes="settings-result")
-    with gr.Tabs(elem_id="settings_sections"):
+    # Every section stays in sight (A1111 lists them all); a "More tabs" menu would hide extension sections.
+    with gr.Tabs(elem_id="settings_sections", overflow_behavior="wrap"):
         for (section_id, title), items in visible_options(skip).items():
             with gr.Tab(title, id=f"settings_{section_id}", elem_id=f"settings_{section_id}"):
                 for key, info in items:

@@ -172,7 +172,8 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
     with component_hooks(), gr.Blocks(title="Easel", analytics_enabled=False, fill_width=True) as demo:
         quick = quicksettings.Quicksettings().build()
         extra_networks.CheckpointSwitch().build(quick)
-        with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
+        # Extensions add tabs; wrapping keeps every one of them in the row rather than behind a menu.
+        with gr.Tabs(elem_id="tabs", selected="txt2img", overflow_behavior="wrap") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tab_t2i:
                 t2i = txt2img.build()
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as tab_i2i:

@@ -94,18 +94,14 @@ def _extensions_tab(page: object, sub: str = "installed") -> None:
 
 
 def _settings_sections(page: object) -> set[str]:
-    """The titles of the Settings sections (Gradio moves those that do not fit into a "More tabs" menu)."""
-    return set(page.evaluate("Array.from(document.querySelectorAll('#settings_sections button'))"
+    """The titles of the Settings sections shown as tabs."""
+    return set(page.evaluate("Array.from(document.querySelectorAll('#settings_sections button[role=tab]'))"
                              ".map(b => b.textContent.trim())"))
 
 
 def _open_settings_section(page: object, title: str) -> None:
     page.locator("#tab_settings-button").click()
-    button = page.locator("#settings_sections button[role=tab]", has_text=title)
-    if button.count() == 0:
-        page.locator("#settings_sections button[aria-label='More tabs']").first.click()
-        button = page.locator("#settings_sections .overflow-dropdown button", has_text=title)
-    button.first.click()
+    page.locator("#settings_sections button[role=tab]", has_text=title).click()
 
 
 def _wait_text(page: object, elem_id: str, text: str, timeout: int = TIMEOUT) -> str:
@@ -133,6 +129,9 @@ def test_extension_tab_script_style_setting_and_paste_hook(server: EaselServer, 
     # on_ui_settings: the option has its section in Settings, Apply saves it, the API lists it.
     options = json.loads(urllib.request.urlopen(server.url + "/sdapi/v1/options").read())
     assert options["ext_ui_tab_greeting"] == "hello"
+    page.locator("#tab_settings-button").click()
+    # Every section is a tab in sight, extension sections too; none is kept behind a menu.
+    assert {"Saving images/grids", "System", "Demo extension", "UI tab extension"} <= _settings_sections(page)
     _open_settings_section(page, "UI tab extension")
     set_text(page, "setting_ext_ui_tab_greeting", "howdy")
     page.locator("#settings_submit").click()
