@@ -68,6 +68,7 @@ class CheckpointSwitch:
 
     title: Any = None
     button: Any = None
+    event: Any = None
 
     def build(self, quick: Any) -> CheckpointSwitch:
         from modules.ui import quicksettings
@@ -87,6 +88,6 @@ class CheckpointSwitch:
             value = chosen.title if chosen is not None else quicksettings.current_checkpoint_title()
             return gr.Dropdown(choices=quicksettings.checkpoint_titles(), value=value), status
 
-        self.button.click(fn=switch, inputs=[self.title], outputs=[quick.checkpoint, quick.status],
-                          show_progress="hidden", concurrency_limit=None, api_name=False)
+        self.event = self.button.click(fn=switch, inputs=[self.title], outputs=[quick.checkpoint, quick.status],
+                                       show_progress="hidden", concurrency_limit=None, api_name=False)
         return self

@@ -120,6 +120,8 @@ class Quicksettings:
     clip_skip: Any = None
     status: Any = None
     components: dict[str, Any] = field(default_factory=dict)
+    # The events that change an option, for the page's copy of the options to follow.
+    changes: list[Any] = field(default_factory=list)
 
     def build(self) -> Quicksettings:
         wanted = list(getattr(shared.opts, "quicksettings_list", None) or ["sd_model_checkpoint"])
@@ -141,16 +143,17 @@ class Quicksettings:
             self.status = gr.HTML(status_html(), elem_id="model_status", elem_classes="model-status-box",
                                   scale=2, min_width=200)
         self.components = {"sd_model_checkpoint": self.checkpoint}
-        self.checkpoint.input(fn=select_checkpoint, inputs=[self.checkpoint], outputs=[self.status],
-                              show_progress="hidden", concurrency_limit=None, api_name=False)
+        self.changes = [self.checkpoint.input(fn=select_checkpoint, inputs=[self.checkpoint], outputs=[self.status],
+                                              show_progress="hidden", concurrency_limit=None, api_name=False)]
         if self.vae is not None:
             self.components["sd_vae"] = self.vae
-            self.vae.input(fn=select_vae, inputs=[self.vae], outputs=[self.status], show_progress="hidden",
-                           concurrency_limit=None, api_name=False)
+            self.changes.append(self.vae.input(fn=select_vae, inputs=[self.vae], outputs=[self.status],
+                                               show_progress="hidden", concurrency_limit=None, api_name=False))
         if self.clip_skip is not None:
             self.components["CLIP_stop_at_last_layers"] = self.clip_skip
-            self.clip_skip.release(fn=select_clip_skip, inputs=[self.clip_skip], show_progress="hidden",
-                                   concurrency_limit=None, api_name=False)
+            self.changes.append(self.clip_skip.release(fn=select_clip_skip, inputs=[self.clip_skip],
+                                                       show_progress="hidden", concurrency_limit=None,
+                                                       api_name=False))
         vae_out = self.vae if self.vae is not None else gr.State()
         refresh_button.click(fn=refresh, outputs=[self.checkpoint, vae_out, self.status], show_progress="hidden",
                              concurrency_limit=None, api_name=False)

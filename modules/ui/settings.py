@@ -104,6 +104,7 @@ class SettingsTab:
     components: dict[str, Any] = field(default_factory=dict)
     result: Any = None
     apply: Any = None
+    applied: Any = None  # the Apply button's event
 
 
 def visible_options(skip: set[str]) -> dict[tuple[str, str], list[tuple[str, OptionInfo]]]:
@@ -164,8 +165,9 @@ def build(skip: set[str]) -> SettingsTab:
         message, _changed = apply_settings(keys, list(values))
         return [f"<div class='settings-result-text'>{html.escape(message)}</div>", *current_values(keys)]
 
-    tab.apply.click(fn=on_apply, inputs=list(tab.components.values()),
-                    outputs=[tab.result, *tab.components.values()], show_progress="hidden", api_name=False)
+    tab.applied = tab.apply.click(fn=on_apply, inputs=list(tab.components.values()),
+                                  outputs=[tab.result, *tab.components.values()], show_progress="hidden",
+                                  api_name=False)
     return tab
 
 

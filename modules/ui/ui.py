@@ -26,6 +26,7 @@ from modules.ui import (
     extra_networks,
     img2img,
     model_size,
+    page_options,
     paste,
     png_info,
     quicksettings,
@@ -170,8 +171,9 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
     ui_config = UiConfig(shared.paths.ui_config_file)
     # Extensions see the page being built (before_component / after_component) and attach to it.
     with component_hooks(), gr.Blocks(title="Easel", analytics_enabled=False, fill_width=True) as demo:
+        options_box = page_options.build()
         quick = quicksettings.Quicksettings().build()
-        extra_networks.CheckpointSwitch().build(quick)
+        checkpoint_switch = extra_networks.CheckpointSwitch().build(quick)
         # Extensions add tabs; wrapping keeps every one of them in the row rather than behind a menu.
         with gr.Tabs(elem_id="tabs", selected="txt2img", overflow_behavior="wrap") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tab_t2i:
@@ -219,14 +221,16 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
         quick_keys = list(quick.components)
 
         def on_load() -> list[Any]:
-            return [*quick.current_values(), *settings.current_values(setting_keys)]
+            return [*quick.current_values(), *settings.current_values(setting_keys), page_options.options_json()]
 
-        # The page's controls hold the options' values only once this load event has answered; the
-        # mark on <html> tells scripts (and the browser tests) that what they type will not be replaced.
-        demo.load(fn=on_load, outputs=[*(quick.components[k] for k in quick_keys),
-                                       *settings_tab.components.values()],
-                  show_progress="hidden", api_name=False).then(
-            fn=None, js="() => { document.documentElement.dataset.uiLoaded = 'true'; }", api_name=False)
+        # The page's controls hold the options' values only once this load event has answered; then
+        # the page script marks <html data-ui-loaded> (what is typed after it will not be replaced)
+        # and runs the extensions' onUiLoaded callbacks.
+        loaded = demo.load(fn=on_load, outputs=[*(quick.components[k] for k in quick_keys),
+                                                *settings_tab.components.values(), options_box],
+                           show_progress="hidden", api_name=False)
+        page_options.on_load(loaded, options_box)
+        page_options.follow([*quick.changes, checkpoint_switch.event, settings_tab.applied], options_box)
     demo.queue(default_concurrency_limit=None)
     return demo
 

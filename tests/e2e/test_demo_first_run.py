@@ -85,6 +85,8 @@ def test_first_run_draws_with_the_demo_model_at_its_size(server: EaselServer, op
     page.wait_for_timeout(1000)
     _choose_checkpoint(page, "tiny-sd1")
     _wait_sizes(page, "512")
+    # The page scripts' `opts` follow the quicksettings choice.
+    page.wait_for_function("opts.sd_model_checkpoint === 'tiny-sd1.safetensors'", timeout=TIMEOUT)
     _choose_checkpoint(page, "easel-demo")
     _wait_sizes(page, "64")
     rec.check_clean()

@@ -137,6 +137,9 @@ def test_extension_tab_script_style_setting_and_paste_hook(server: EaselServer, 
     page.locator("#settings_submit").click()
     _wait_text(page, "settings_result", "ext_ui_tab_greeting")
     assert json.loads((server.data_dir / "config.json").read_text())["ext_ui_tab_greeting"] == "howdy"
+    # The page script's `opts` follow, and the extension's onOptionsChanged callback saw both values.
+    page.wait_for_function("opts.ext_ui_tab_greeting === 'howdy'", timeout=TIMEOUT)
+    assert page.evaluate("window.extPageApi.greetings") == ["hello", "howdy"]
     options = json.loads(urllib.request.urlopen(server.url + "/sdapi/v1/options").read())
     assert options["ext_ui_tab_greeting"] == "howdy"
 
@@ -146,6 +149,42 @@ def test_extension_tab_script_style_setting_and_paste_hook(server: EaselServer, 
     page.locator("#txt2img_paste").click()
     page.wait_for_function("(document.querySelector('#txt2img_seed input')||{}).value === '77'", timeout=TIMEOUT)
     assert field_value(page, "txt2img_prompt") == "a fox in snow, tagged zz9"
+    rec.check_clean()
+
+
+def test_page_script_api_for_extension_scripts(server: EaselServer, open_page) -> None:
+    """ext_ui_tab's javascript/page_api.js registers A1111's page hooks; each runs when it should."""
+    rec = open_page()
+    page = rec.page
+    seen = page.evaluate("window.extPageApi")
+    # onUiLoaded ran once, after the page was built and the options were known, though the
+    # callback registered before it threw.
+    assert seen["loaded"] == 1 and seen["available"] == 1, seen
+    assert seen["promptAtLoad"] and seen["byIdAtLoad"] and seen["generateVisible"], seen
+    greeting = json.loads(urllib.request.urlopen(server.url + "/sdapi/v1/options").read())["ext_ui_tab_greeting"]
+    assert (seen["greetingAtLoad"], seen["tabAtLoad"], seen["contentAtLoad"]) == (greeting, "txt2img", "tab_txt2img")
+    assert seen["greetings"] == [greeting] and seen["tabs"] == []
+    assert page.evaluate("opts.sd_model_checkpoint") == "tiny-sd1.safetensors"
+    page.wait_for_function("window.extPageApi.afterUpdates > 0", timeout=TIMEOUT)
+    assert seen["updates"] > 0 and seen["mutationsGiven"]
+
+    # onUiTabChange, for a click and for the switch_to_* helpers; A1111's mode numbers pick the mode tab.
+    page.locator("#tab_img2img-button").click()
+    page.wait_for_function("window.extPageApi.tabs.length === 1", timeout=TIMEOUT)
+    assert page.evaluate("switch_to_txt2img(1, 'a')") == [1, "a"]
+    page.wait_for_function("window.extPageApi.tabs.length === 2", timeout=TIMEOUT)
+    page.evaluate("switch_to_inpaint()")
+    page.wait_for_function("get_tab_index('mode_img2img') === 1", timeout=TIMEOUT)
+    assert page.evaluate("window.extPageApi.tabs") == ["tab_img2img", "tab_txt2img", "tab_img2img"]
+    assert page.evaluate("[get_tab_index('tabs'), get_uiCurrentTab().textContent.trim()]") == [1, "img2img"]
+    assert page.evaluate("uiElementInSight(document.getElementById('img2maskimg'))")
+    assert not page.evaluate("uiElementIsVisible(document.getElementById('txt2img_generate'))")
+    page.evaluate("switch_to_img2img_tab(5)")  # A1111's Batch: Easel has none, img2img is chosen
+    page.wait_for_function("get_tab_index('mode_img2img') === 0", timeout=TIMEOUT)
+    # A callback registered after the page has loaded still runs, once.
+    page.evaluate("onUiLoaded(() => { window.lateLoaded = (window.lateLoaded || 0) + 1; })")
+    page.wait_for_function("window.lateLoaded === 1", timeout=TIMEOUT)
+    # The failing callback was reported in the console, not raised as a page error.
     rec.check_clean()
 
 

@@ -134,6 +134,7 @@ def test_cards_search_insert_and_preview(server, open_page):
             f"document.querySelector('#setting_sd_model_checkpoint input').value === '{name}.safetensors'",
             timeout=10_000)
         assert json.loads(config.read_text())["sd_model_checkpoint"] == f"{name}.safetensors"
+        page.wait_for_function(f"opts.sd_model_checkpoint === '{name}.safetensors'", timeout=10_000)  # page scripts see it
     rec.check_clean()
 
     # The route serves the preview beside a listed file and nothing else.
