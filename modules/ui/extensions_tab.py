@@ -370,7 +370,7 @@ def build() -> ExtensionsTab:
     """Lay out the three sub-tabs and wire them (inside the page's "Extensions" tab)."""
     tab = ExtensionsTab()
     restartable = restart.is_restartable()
-    with gr.Tabs(elem_id="tabs_extensions"):
+    with gr.Tabs(elem_id="tabs_extensions", overflow_behavior="wrap"):
         with gr.Tab("Installed", id="installed", elem_id="extensions_installed_tab"):
             with gr.Row(elem_id="extensions_installed_top", equal_height=True):
                 tab.apply = gr.Button("Apply and restart UI" if restartable else "Apply", variant="primary",

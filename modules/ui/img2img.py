@@ -120,10 +120,11 @@ def _build(runner: scripts.ScriptRunner) -> Img2ImgTab:
     mode = gr.State(0)
     with ResizeHandleRow(equal_height=False):
         with gr.Column(elem_id=f"{tab}_settings", scale=1, min_width=420, elem_classes="settings-column"), \
-                gr.Tabs(elem_id=f"{tab}_settings_tabs", selected=f"{tab}_generation",
+                gr.Tabs(elem_id=f"{tab}_settings_tabs", selected=f"{tab}_generation", overflow_behavior="wrap",
                         elem_classes="settings-tabs") as settings_tabs:
                 with gr.Tab("Generation", id=f"{tab}_generation", elem_id=f"{tab}_generation_tab"):
-                    with gr.Tabs(elem_id="mode_img2img", selected=MODE_TAB_IDS["img2img"]) as mode_tabs:
+                    with gr.Tabs(elem_id="mode_img2img", selected=MODE_TAB_IDS["img2img"],
+                                 overflow_behavior="wrap") as mode_tabs:
                         with gr.Tab("img2img", id=MODE_TAB_IDS["img2img"], elem_id="img2img_img2img_tab") as t0:
                             init_img = gr.Image(label="Image for img2img", elem_id="img2img_image", type="pil",
                                                 image_mode="RGBA", sources=["upload", "clipboard"], height=420)

@@ -44,7 +44,7 @@ def _build(runner: scripts.ScriptRunner) -> Txt2ImgTab:
     params = GenerationParams(tab)
     with ResizeHandleRow(equal_height=False, elem_id=f"{tab}_extra_tabs"):
         with gr.Column(elem_id=f"{tab}_settings", scale=1, min_width=420, elem_classes="settings-column"), \
-                gr.Tabs(elem_id=f"{tab}_settings_tabs", selected=f"{tab}_generation",
+                gr.Tabs(elem_id=f"{tab}_settings_tabs", selected=f"{tab}_generation", overflow_behavior="wrap",
                         elem_classes="settings-tabs") as settings_tabs:
                 with gr.Tab("Generation", id=f"{tab}_generation", elem_id=f"{tab}_generation_tab"):
                     _, script_inputs = params.build_with_scripts(runner)

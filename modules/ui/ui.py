@@ -174,7 +174,8 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
         options_box = page_options.build()
         quick = quicksettings.Quicksettings().build()
         checkpoint_switch = extra_networks.CheckpointSwitch().build(quick)
-        # Extensions add tabs; wrapping keeps every one of them in the row rather than behind a menu.
+        # Every row of tabs wraps (overflow_behavior) rather than hiding tabs behind a "More tabs" menu:
+        # extensions add tabs and extra-network pages, and each should stay in sight.
         with gr.Tabs(elem_id="tabs", selected="txt2img", overflow_behavior="wrap") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tab_t2i:
                 t2i = txt2img.build()
