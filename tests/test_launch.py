@@ -449,6 +449,15 @@ class _Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_output(self, text: str, timeout: float) -> str:
+        """The output once it holds `text` (it may come a moment after the app answers)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = self.output()
+        assert text in out, out
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -483,7 +492,8 @@ def test_api_server_answers_and_loads_model_in_background(server_tree: Path) -> 
     try:
         seen = server.wait_http(f"http://127.0.0.1:{port}/docs", timeout=90)
         assert set(seen) <= {503, 200}  # "starting" answers, then the app
-        assert f"Running on local URL:  http://127.0.0.1:{port}" in server.output()
+        # Printed just after the app takes over from the "starting" answers.
+        server.wait_output(f"Running on local URL:  http://127.0.0.1:{port}", timeout=10)
         status, body = _get(f"http://127.0.0.1:{port}/openapi.json")
         assert status == 200
         assert "/sdapi/v1/txt2img" in json.loads(body)["paths"]
@@ -509,11 +519,9 @@ def test_server_starts_without_any_checkpoint(tmp_path: Path) -> None:
     try:
         server.wait_http(f"http://127.0.0.1:{port}/docs", timeout=90)
         assert _json(f"http://127.0.0.1:{port}/sdapi/v1/sd-models") == []
-        deadline = time.monotonic() + 30
-        while "no checkpoint found" not in server.output() and time.monotonic() < deadline:
-            time.sleep(0.2)
         # The log says where a checkpoint goes.
-        assert str(tmp_path / "models" / "Stable-diffusion") in server.output()
+        out = server.wait_output("no checkpoint found", timeout=30)
+        assert str(tmp_path / "models" / "Stable-diffusion") in out
     finally:
         server.stop()
 
