@@ -1,14 +1,15 @@
 // The page-script API that extensions' javascript/*.js files call by name, as on A1111's page:
 // gradioApp(), onUiLoaded / onUiUpdate / onAfterUiUpdate / onUiTabChange, onOptionsAvailable /
 // onOptionsChanged with the global `opts`, get_uiCurrentTab(Content)(), uiElementIsVisible /
-// uiElementInSight, executeCallbacks, get_tab_index and the switch_to_* tab switchers.
+// uiElementInSight, executeCallbacks, updateInput, args_to_array, get_tab_index and the switch_to_*
+// tab switchers.
 // They are globals on purpose: extension scripts are plain scripts that expect them there.
 // The page draws a tab's contents the first time it is shown (Gradio's way), so elements of tabs
 // other than txt2img are not there at onUiLoaded; onUiUpdate callbacks see them arrive.
 
 /* exported opts, gradioApp, onUiLoaded, onUiUpdate, onAfterUiUpdate, onUiTabChange, onOptionsAvailable,
    onOptionsChanged, executeCallbacks, get_uiCurrentTab, get_uiCurrentTabContent, uiElementIsVisible,
-   uiElementInSight, get_tab_index, switch_to_txt2img, switch_to_img2img_tab, switch_to_img2img,
+   uiElementInSight, updateInput, args_to_array, get_tab_index, switch_to_txt2img, switch_to_img2img_tab, switch_to_img2img,
    switch_to_inpaint, switch_to_inpaint_sketch, switch_to_sketch */
 
 // The options as the server has them (config.json with defaults filled in); filled when the page has
@@ -69,6 +70,15 @@ function uiElementInSight(el) {
     }
     var rect = el.getBoundingClientRect();
     return rect.bottom > 0 && rect.right > 0 && rect.top < window.innerHeight && rect.left < window.innerWidth;
+}
+
+// A script that sets an input's value must say so: Gradio takes the value from "input" events.
+function updateInput(target) {
+    target.dispatchEvent(new Event("input", {bubbles: true}));
+}
+
+function args_to_array(args) {
+    return Array.from(args);
 }
 
 // The index of the selected tab among those of the Tabs element `tabsId` (its own row only).

@@ -167,6 +167,11 @@ def test_page_script_api_for_extension_scripts(server: EaselServer, open_page) -
     assert page.evaluate("opts.sd_model_checkpoint") == "tiny-sd1.safetensors"
     page.wait_for_function("window.extPageApi.afterUpdates > 0", timeout=TIMEOUT)
     assert seen["updates"] > 0 and seen["mutationsGiven"]
+    # updateInput: a value a script sets reaches Gradio (the prompt's token counter counts it).
+    page.evaluate("() => { const box = gradioApp().querySelector('#txt2img_prompt textarea');"
+                  " box.value = 'a red fox'; updateInput(box); }")
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() !== '0/75'",
+                           timeout=TIMEOUT)
 
     # onUiTabChange, for a click and for the switch_to_* helpers; A1111's mode numbers pick the mode tab.
     page.locator("#tab_img2img-button").click()
