@@ -40,6 +40,8 @@ xformers_available = False
 batch_cond_uncond = True
 parallel_processing_allowed = True
 restricted_opts: set[str] = set()
+tab_names: list[str] = []
+"""the titles of the page's top-level tabs, once the page is built"""
 
 
 def _list_checkpoint_tiles(use_short: bool = False) -> list[str]:

@@ -9,6 +9,13 @@ SAMPLE_FORMATS = ["png", "jpg", "jpeg", "webp"]
 
 options_templates: dict[str, OptionInfo] = {}
 
+
+def _tab_choices(key: str, hideable: bool = False) -> dict[str, list[str]]:
+    from modules.ui.tab_order import choices  # the page's tabs are known once it is built
+
+    return choices(key, hideable=hideable)
+
+
 options_templates.update(options_section(("saving-images", "Saving images/grids"), {
     "samples_save": OptionInfo(True, "Always save all generated images"),
     "samples_format": OptionInfo("png", "File format for images", component_args={"choices": SAMPLE_FORMATS}),
@@ -102,6 +109,10 @@ options_templates.update(options_section(("user-interface", "User interface"), {
     "localization": OptionInfo(localization.NONE, "Localization",
                                component_args=lambda: {"choices": localization.names()},
                                onchange=localization.notify_changed).needs_reload_ui(),
+    # The page is built once per server start, so these two apply after a restart.
+    "ui_tab_order": OptionInfo([], "UI tab order", component_args=lambda: _tab_choices("ui_tab_order")).needs_restart(),
+    "hidden_tabs": OptionInfo([], "Hidden UI tabs",
+                              component_args=lambda: _tab_choices("hidden_tabs", hideable=True)).needs_restart(),
 }))
 
 options_templates.update(options_section(("ui", "Live previews"), {

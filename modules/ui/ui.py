@@ -4,7 +4,8 @@
 (the API's routes are registered first, so they win over the page's catch-all mount). The page
 loads nothing from the internet: the theme uses system font stacks, and the page's own script and
 style sheet (`javascript/*.js`, `style.css`) are inlined, followed by those of the enabled extensions.
-Extensions' on_ui_tabs tabs come after the built-in tabs, then the Extensions tab and Settings.
+Extensions' on_ui_tabs tabs come after the built-in tabs, then the Extensions tab and Settings; the
+ui_tab_order and hidden_tabs settings reorder and hide them (tab_order.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import html
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,11 @@ from modules.ui import (
     png_info,
     quicksettings,
     settings,
+    tab_order,
     txt2img,
 )
 from modules.ui.component_hooks import component_hooks
+from modules.ui.tab_order import PageTab
 from modules.ui.ui_config import UiConfig
 from modules.version import __version__
 
@@ -150,14 +154,14 @@ def _extension_tabs() -> list[ExtensionTab]:
 
 
 def _render_extension_tab(tab: ExtensionTab) -> None:
-    with gr.Tab(tab.title, id=tab.elem_id, elem_id=f"tab_{tab.elem_id}"):
-        try:
-            tab.blocks.render()
-        except Exception as e:
-            entry = errors.report(f"Extension {tab.owner}: its tab {tab.title!r} could not be shown", exc_info=True)
-            extensions.record_error(tab.owner, "on_ui_tabs", f"{type(e).__name__}: {e}", entry.traceback)
-            gr.HTML(f"<div class='easel-error'>This tab of {html.escape(tab.owner)} could not be shown: "
-                    f"{html.escape(str(e))}</div>")
+    """The extension's Blocks, inside the Tab made for it; an error message in its place if it fails."""
+    try:
+        tab.blocks.render()
+    except Exception as e:
+        entry = errors.report(f"Extension {tab.owner}: its tab {tab.title!r} could not be shown", exc_info=True)
+        extensions.record_error(tab.owner, "on_ui_tabs", f"{type(e).__name__}: {e}", entry.traceback)
+        gr.HTML(f"<div class='easel-error'>This tab of {html.escape(tab.owner)} could not be shown: "
+                f"{html.escape(str(e))}</div>")
 
 
 def create_ui(args: argparse.Namespace) -> gr.Blocks:
@@ -174,21 +178,23 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
         options_box = page_options.build()
         quick = quicksettings.Quicksettings().build()
         checkpoint_switch = extra_networks.CheckpointSwitch().build(quick)
+        t2i_tab = PageTab("txt2img", "txt2img", txt2img.build)
+        i2i_tab = PageTab("img2img", "img2img", img2img.build)
+        settings_page = PageTab("Settings", "settings", lambda: settings.build(skip=set(quick.components)))
+        page_tabs = tab_order.arrange([
+            t2i_tab, i2i_tab, PageTab("PNG Info", "pnginfo", png_info.build),
+            *(PageTab(t.title, t.elem_id, partial(_render_extension_tab, t)) for t in ext_tabs),
+            PageTab("Extensions", "extensions", extensions_tab.build), settings_page])
+        built: dict[PageTab, tuple[gr.Tab, Any]] = {}
         # Every row of tabs wraps (overflow_behavior) rather than hiding tabs behind a "More tabs" menu:
         # extensions add tabs and extra-network pages, and each should stay in sight.
-        with gr.Tabs(elem_id="tabs", selected="txt2img", overflow_behavior="wrap") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tab_t2i:
-                t2i = txt2img.build()
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as tab_i2i:
-                i2i = img2img.build()
-            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                png_info.build()
-            for ext_tab in ext_tabs:
-                _render_extension_tab(ext_tab)
-            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
-                extensions_tab.build()
-            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings_tab = settings.build(skip=set(quick.components))
+        first = next(t.tab_id for t in page_tabs if t.shown)
+        with gr.Tabs(elem_id="tabs", selected=first, overflow_behavior="wrap") as tabs:
+            for page_tab in page_tabs:
+                with gr.Tab(page_tab.title, id=page_tab.tab_id, elem_id=f"tab_{page_tab.tab_id}",
+                            visible=page_tab.shown) as tab:
+                    built[page_tab] = (tab, page_tab.build())
+        (tab_t2i, t2i), (tab_i2i, i2i), settings_tab = built[t2i_tab], built[i2i_tab], built[settings_page][1]
         gr.HTML(footer_html(args), elem_id="footer")
 
         for tab_name, panel in (("txt2img", t2i.out), ("img2img", i2i.out)):

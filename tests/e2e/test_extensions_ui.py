@@ -41,6 +41,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EaselSer
     main = _prepare(tmp_path_factory.mktemp("easel-ext-ui"), "--api")
     # No checkpoint: this one only shows the Extensions tab.
     listen = _prepare(tmp_path_factory.mktemp("easel-ext-listen"), "--listen", models=False)
+    # This one also has its tabs rearranged by the settings.
+    (listen.data_dir / "config.json").write_text(json.dumps({"ui_tab_order": ["txt2img", "UI tab ext"],
+                                                             "hidden_tabs": ["PNG Info", "Settings"]}))
     failures: list[BaseException] = []
 
     def start(srv: EaselServer) -> None:
@@ -271,6 +274,10 @@ def test_listen_server_refuses_management(browser, servers: tuple[EaselServer, E
     try:
         rec = PageRecorder(ctx.new_page(), srv.url)
         page = rec.open()
+        # ui_tab_order put the extension's tab second; hidden_tabs hid PNG Info but not Settings.
+        titles = page.evaluate("Array.from(document.querySelectorAll('#tabs > .tab-wrapper [role=tablist] > button'))"
+                               ".map(b => b.textContent.trim())")
+        assert titles == ["txt2img", "UI tab ext", "img2img", "Extensions", "Settings"], titles
         _extensions_tab(page)
         assert "enable-insecure-extension-access" in page.locator("#extensions_installed_info").inner_text()
         box = page.locator("#extensions_installed_html tr[data-extension='ext_demo'] input.extension-enable")
