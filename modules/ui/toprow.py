@@ -50,7 +50,7 @@ class Toprow:
                                                       show_label=False, lines=2, max_lines=12,
                                                       placeholder="Negative prompt")
             with gr.Column(scale=1, min_width=220, elem_id=f"{tab}_actions_column", elem_classes="actions-column"):
-                with gr.Row(elem_classes="generate-box"):
+                with gr.Row(elem_id=f"{tab}_generate_box", elem_classes="generate-box"):
                     self.generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate",
                                               elem_classes="generate-button")
                     self.interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", visible=False,

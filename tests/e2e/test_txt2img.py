@@ -112,3 +112,48 @@ def test_two_tabs_generate_at_once(server, open_page):
         info = rec.page.locator("#html_info_txt2img").inner_text()
         assert prompt in info and f"Seed: {seed}" in info, info
         rec.check_clean()
+
+
+def test_generate_forever_until_cancelled(server, open_page):
+    rec = open_page()
+    page = rec.page
+    page.wait_for_selector("#model_status .model-status-ready", timeout=60_000)
+    set_text(page, "txt2img_prompt", "again and again")
+    outputs = server.data_dir / "outputs" / "txt2img-images"
+    before = images_under(outputs)
+
+    def new_count() -> int:
+        return len([p for p in images_under(outputs) if p not in before])
+
+    # Right-click on Generate opens the page's menu (not the browser's).
+    page.locator("#txt2img_generate").click(button="right")
+    menu = page.locator("#context-menu")
+    assert menu.locator("li").all_inner_texts() == ["Generate forever", "Cancel generate forever"]
+    screenshot(page, "generate-forever-menu", full_page=False)
+    menu.get_by_text("Generate forever", exact=True).click()
+    assert menu.count() == 0
+    # One job after another, each started once the previous one ended.
+    deadline = time.time() + 120
+    while new_count() < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    assert new_count() >= 3, f"{new_count()} images while generating forever\n{server.read_log()[-2000:]}"
+
+    # Generate or Interrupt, whichever shows now: both have the menu.
+    page.locator("#txt2img_generate_box button:visible").first.click(button="right")
+    page.locator("#context-menu").get_by_text("Cancel generate forever", exact=True).click()
+    time.sleep(3)  # a job already started ends normally
+    wait_generation_done(page, "txt2img")
+    settled = new_count()
+    time.sleep(5)
+    assert new_count() == settled, "Generate forever went on after it was cancelled"
+
+    # Extension scripts add and remove entries of their own.
+    page.evaluate("window.menuId = appendContextMenuOption('#txt2img_prompt', 'Say hi', () => { window.saidHi = 1; })")
+    page.locator("#txt2img_prompt textarea").click(button="right")
+    assert page.locator("#context-menu li").all_inner_texts() == ["Say hi"]
+    page.locator("#context-menu").get_by_text("Say hi", exact=True).click()
+    assert page.evaluate("window.saidHi") == 1
+    page.evaluate("removeContextMenuOption(window.menuId)")
+    page.locator("#txt2img_prompt textarea").click(button="right")
+    assert page.locator("#context-menu").count() == 0
+    rec.check_clean()
