@@ -35,6 +35,8 @@ options_templates.update(options_section(("saving-images", "Saving images/grids"
     "webp_lossless": OptionInfo(False, "Use lossless compression for webp images"),
     "return_grid": OptionInfo(True, "Show grid in gallery"),
     "grid_prevent_empty_spots": OptionInfo(False, "Prevent empty spots in grid (when set to autodetect)"),
+    "grid_zip_filename_pattern": OptionInfo("", "Archive filename pattern (empty: [datetime]_[[model_name]]_[seed]-[seed_last])"),
+    "save_selected_only": OptionInfo(True, "When using 'Save' button, only save a single selected image"),
     "directories_max_prompt_words": OptionInfo(8, "Max prompt words for [prompt_words] pattern",
                                                component_args={"minimum": 1, "maximum": 20, "step": 1}),
 }))
@@ -55,6 +57,7 @@ options_templates.update(options_section(("saving-to-dirs", "Saving to a directo
     "save_to_dirs": OptionInfo(True, "Save images to a subdirectory"),
     "grid_save_to_dirs": OptionInfo(True, "Save grids to a subdirectory"),
     "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern"),
+    "use_save_to_dirs_for_ui": OptionInfo(False, "When using \"Save\" button, save images to a subdirectory"),
 }))
 
 options_templates.update(options_section(("sd", "Stable Diffusion"), {

@@ -1,17 +1,20 @@
 """The result column of txt2img/img2img and the Generate handler that fills it.
 
 The column holds the progress bar, the live preview, the gallery, the infotext of the selected image,
-the hidden `generation_info` JSON (what `Processed.js()` returns, as A1111 keeps it for scripts) and
-the "Send to" buttons. `run_generation` is the generator behind Generate: it queues the processing
+the hidden `generation_info` JSON (what `Processed.js()` returns, as A1111 keeps it for scripts), the
+Save / Zip buttons (save_files.py) and the "Send to" buttons. `run_generation` is the generator behind Generate: it queues the processing
 object, streams progress, and ends with the images or a visible error message.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -33,6 +36,9 @@ class OutputPanel:
     html_log: Any = None
     selected: Any = None
     send_buttons: dict[str, Any] = field(default_factory=dict)
+    save: Any = None
+    save_zip: Any = None
+    download: Any = None
 
     def build(self, send_targets: tuple[str, ...] = ("img2img", "inpaint")) -> OutputPanel:
         tab = self.tab
@@ -45,9 +51,13 @@ class OutputPanel:
                                       interactive=False, buttons=["download", "fullscreen"])
             self.selected = gr.State(None)
             with gr.Row(elem_id=f"image_buttons_{tab}", elem_classes="image-buttons"):
+                self.save = gr.Button("Save", elem_id=f"save_{tab}", size="sm")
+                self.save_zip = gr.Button("Zip", elem_id=f"save_zip_{tab}", size="sm")
                 for target in send_targets:
                     self.send_buttons[target] = gr.Button(
                         f"Send to {target}", elem_id=f"{tab}_send_to_{target}", size="sm")
+            self.download = gr.File(label="Saved files", file_count="multiple", interactive=False, visible=False,
+                                    elem_id=f"download_files_{tab}")
             self.generation_info = gr.Textbox(visible=False, elem_id=f"generation_info_{tab}")
             self.infotext = gr.Textbox(visible=False, elem_id=f"infotext_{tab}")
             self.html_info = gr.HTML(elem_id=f"html_info_{tab}", elem_classes="infotext")
@@ -55,6 +65,13 @@ class OutputPanel:
 
         self.gallery.select(fn=self._on_select, inputs=[self.generation_info], outputs=[
             self.selected, self.html_info, self.infotext], show_progress="hidden", concurrency_limit=None)
+        for button, make_zip in ((self.save, False), (self.save_zip, True)):
+            button.click(fn=partial(_on_save, make_zip), inputs=[self.generation_info, self.gallery, self.selected],
+                         outputs=[self.download, self.html_log], show_progress="hidden", concurrency_limit=None,
+                         api_name=False)
+        # New pictures: the files saved from the previous ones are no longer offered.
+        self.gallery.change(fn=lambda: gr.File(value=None, visible=False), outputs=[self.download],
+                            show_progress="hidden", concurrency_limit=None, api_name=False)
         return self
 
     @staticmethod
@@ -66,6 +83,20 @@ class OutputPanel:
         """The components `run_generation` yields values for, in order."""
         return [self.gallery, self.generation_info, self.html_info, self.infotext, self.selected, self.html_log,
                 self.progress_html, self.preview, toprow.generate, toprow.interrupt, toprow.skip, toprow.status]
+
+
+def _on_save(make_zip: bool, info_json: str, gallery: list[tuple[str, Any]] | None,
+             selected: int | None) -> tuple[Any, str]:
+    from modules.ui.save_files import save_files
+
+    items = [item[0] if isinstance(item, (tuple, list)) else item for item in gallery or []]
+    try:
+        saved = save_files(info_json, items, selected, make_zip)
+    except (ValueError, OSError) as e:
+        return gr.File(value=None, visible=False), common.error_html(str(e))
+    names = ", ".join(os.path.basename(f) for f in saved.files)
+    return (gr.File(value=saved.downloads, visible=True),
+            f"<p class='easel-note'>Saved: {html.escape(names)}</p>")
 
 
 def infotext_for(info_json: str, index: int | None) -> str:

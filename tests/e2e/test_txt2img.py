@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import zipfile
 
 from conftest import screenshot
 from helpers import (
@@ -157,3 +158,45 @@ def test_generate_forever_until_cancelled(server, open_page):
     page.locator("#txt2img_prompt textarea").click(button="right")
     assert page.locator("#context-menu").count() == 0
     rec.check_clean()
+
+
+def test_save_and_zip_buttons(server, open_page):
+    rec = open_page()
+    page = rec.page
+    set_text(page, "txt2img_prompt", "a saved boat")
+    set_number(page, "txt2img_seed", 40)
+    set_number(page, "txt2img_batch_size", 2)
+    generate(page, "txt2img")
+    page.wait_for_function("document.querySelectorAll('#txt2img_gallery .thumbnail-item').length === 3",
+                           timeout=30_000)  # the grid, then the two pictures
+    folder = server.data_dir / "log" / "images"
+
+    # Nothing selected: Save writes all three, each with its infotext, and lists them for download.
+    page.locator("#save_txt2img").click()
+    _wait_saved(page)
+    saved = sorted(folder.glob("*.png"))
+    assert len(saved) == 3, saved
+    assert [parameters_of(p).split("\n")[0] for p in saved] == ["a saved boat"] * 3
+    assert "Seed: 41" in parameters_of(saved[2])
+    assert len((folder / "log.csv").read_text(encoding="utf8").strip().splitlines()) == 4  # header + 3
+    assert page.locator("#download_files_txt2img").is_visible()
+    assert page.locator("#download_files_txt2img").inner_text().count(".png") == 3
+
+    # The second picture selected: Zip saves that one and packs it.
+    page.locator("#txt2img_gallery .thumbnail-item").nth(2).click()
+    page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Seed: 41')",
+                           timeout=10_000)
+    page.locator("#save_zip_txt2img").click()
+    _wait_saved(page, ".zip")
+    screenshot(page, "txt2img-saved")
+    archives = list(folder.glob("*.zip"))
+    assert len(archives) == 1 and len(list(folder.glob("*.png"))) == 4
+    with zipfile.ZipFile(archives[0]) as archive:
+        (name,) = archive.namelist()
+        assert "Seed: 41" in parameters_of(folder / name)
+    rec.check_clean()
+
+
+def _wait_saved(page, text: str = "Saved:") -> None:
+    page.wait_for_function("([t]) => (document.querySelector('#html_log_txt2img') || {innerText: ''})"
+                           ".innerText.includes(t)", arg=[text], timeout=30_000)
