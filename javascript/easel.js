@@ -27,6 +27,9 @@
         ["lora", "textual_inversion", "checkpoints"].forEach(function (page) {
             hints[tab + "_" + page + "_extra_refresh"] = "Rescan the folder";
         });
+        hints[tab + "_open_folder"] = "Open images output directory";
+        hints["save_" + tab] = "Save the image to a dedicated directory (log/images)";
+        hints["save_zip_" + tab] = "Save the images to a dedicated directory and pack them into a zip archive";
     });
 
     // Gradio's dropdown has no placeholder of its own; an empty Styles box should still say what it is.

@@ -690,6 +690,11 @@ def _run_script_hook(p: StableDiffusionProcessing, name: str, *args: Any, **kwar
         getattr(p.scripts, name)(p, *args, **kwargs)
 
 
+def samples_dir(mode: str) -> str:
+    """Where pictures of `mode` ("txt2img", "img2img") are saved, as the settings give it now."""
+    return _resolve_output_dir(None, f"outdir_{mode}_samples")
+
+
 def _resolve_output_dir(configured: str | None, fallback_key: str) -> str:
     opts = shared.opts
     value = configured or opts.outdir_samples or getattr(opts, fallback_key)
@@ -797,7 +802,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     p.sd_vae_hash = model.vae_hash
     p.clip_skip = int(opts.CLIP_stop_at_last_layers or 1)
     if p.outpath_samples is None:
-        p.outpath_samples = _resolve_output_dir(None, f"outdir_{p.mode}_samples")
+        p.outpath_samples = samples_dir(p.mode)
     if p.outpath_grids is None:
         p.outpath_grids = _resolve_output_dir(opts.outdir_grids, f"outdir_{p.mode}_grids")
 

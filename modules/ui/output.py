@@ -15,11 +15,13 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from modules.ui import common, progress
+from modules.ui import common, open_folder, progress
+from modules.ui_components import ToolButton
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class OutputPanel:
     html_log: Any = None
     selected: Any = None
     send_buttons: dict[str, Any] = field(default_factory=dict)
+    open_folder: Any = None
     save: Any = None
     save_zip: Any = None
     download: Any = None
@@ -51,6 +54,8 @@ class OutputPanel:
                                       interactive=False, buttons=["download", "fullscreen"])
             self.selected = gr.State(None)
             with gr.Row(elem_id=f"image_buttons_{tab}", elem_classes="image-buttons"):
+                self.open_folder = ToolButton(common.FOLDER_SYMBOL, elem_id=f"{tab}_open_folder",
+                                              visible=open_folder.available(), tooltip="Open images output directory")
                 self.save = gr.Button("Save", elem_id=f"save_{tab}", size="sm")
                 self.save_zip = gr.Button("Zip", elem_id=f"save_zip_{tab}", size="sm")
                 for target in send_targets:
@@ -69,6 +74,8 @@ class OutputPanel:
             button.click(fn=partial(_on_save, make_zip), inputs=[self.generation_info, self.gallery, self.selected],
                          outputs=[self.download, self.html_log], show_progress="hidden", concurrency_limit=None,
                          api_name=False)
+        self.open_folder.click(fn=partial(_on_open_folder, tab), show_progress="hidden", concurrency_limit=None,
+                               api_name=False)
         # New pictures: the files saved from the previous ones are no longer offered.
         self.gallery.change(fn=lambda: gr.File(value=None, visible=False), outputs=[self.download],
                             show_progress="hidden", concurrency_limit=None, api_name=False)
@@ -97,6 +104,15 @@ def _on_save(make_zip: bool, info_json: str, gallery: list[tuple[str, Any]] | No
     names = ", ".join(os.path.basename(f) for f in saved.files)
     return (gr.File(value=saved.downloads, visible=True),
             f"<p class='easel-note'>Saved: {html.escape(names)}</p>")
+
+
+def _on_open_folder(tab: str) -> None:
+    from modules.processing import samples_dir
+
+    try:
+        open_folder.open_folder(Path(samples_dir(tab)))
+    except ValueError as e:
+        gr.Warning(str(e))
 
 
 def infotext_for(info_json: str, index: int | None) -> str:

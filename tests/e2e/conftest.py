@@ -56,9 +56,10 @@ def make_data_dir(root: Path, *, inpaint: bool = False, settings: dict | None = 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[EaselServer]:
-    """One server per test module; a module may set `SERVER_ARGS` (extra flags)."""
+    """One server per test module; a module may set `SERVER_ARGS` (extra flags) and `SERVER_ENV`."""
     data = make_data_dir(tmp_path_factory.mktemp("easel-e2e"))
-    srv = EaselServer(data, extra_args=list(getattr(request.module, "SERVER_ARGS", [])))
+    srv = EaselServer(data, extra_args=list(getattr(request.module, "SERVER_ARGS", [])),
+                      env=getattr(request.module, "SERVER_ENV", None))
     srv.write_ui_config()
     srv.start()
     yield srv

@@ -47,9 +47,11 @@ def write_models(models: Path, *, inpaint: bool = False) -> None:
 class EaselServer:
     """One `webui.py` process over a data folder; `restart()` keeps the folder."""
 
-    def __init__(self, data_dir: Path, *, extra_args: list[str] | None = None, log_name: str = "server") -> None:
+    def __init__(self, data_dir: Path, *, extra_args: list[str] | None = None, log_name: str = "server",
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args or [])
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / f"{log_name}.log"
@@ -76,7 +78,8 @@ class EaselServer:
         return self
 
     def _start_once(self, timeout: float) -> EaselServer:
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False",
+                   **self.extra_env)
         env.pop("COMMANDLINE_ARGS", None)
         cmd = [sys.executable, str(REPO / "webui.py"), "--data-dir", str(self.data_dir), "--models-dir",
                str(self.data_dir / "models"), "--port", str(self.port), "--no-hashing", *self.extra_args]

@@ -278,6 +278,8 @@ def test_listen_server_refuses_management(browser, servers: tuple[EaselServer, E
         titles = page.evaluate("Array.from(document.querySelectorAll('#tabs > .tab-wrapper [role=tablist] > button'))"
                                ".map(b => b.textContent.trim())")
         assert titles == ["txt2img", "UI tab ext", "img2img", "Extensions", "Settings"], titles
+        # 📂 would open a folder on the server's machine, not the visitor's: not offered.
+        assert page.locator("#txt2img_open_folder").count() == 0 or not page.locator("#txt2img_open_folder").is_visible()
         _extensions_tab(page)
         assert "enable-insecure-extension-access" in page.locator("#extensions_installed_info").inner_text()
         box = page.locator("#extensions_installed_html tr[data-extension='ext_demo'] input.extension-enable")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import zipfile
+from pathlib import Path
 
 from conftest import screenshot
 from helpers import (
@@ -19,6 +21,8 @@ from helpers import (
 )
 
 SERVER_ARGS = ["--api"]
+# A stand-in xdg-open, for the 📂 button.
+SERVER_ENV = {"PATH": f"{Path(__file__).parent / 'data' / 'fake-bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def test_generate_saves_png_with_infotext(server, open_page):
@@ -194,6 +198,15 @@ def test_save_and_zip_buttons(server, open_page):
     with zipfile.ZipFile(archives[0]) as archive:
         (name,) = archive.namelist()
         assert "Seed: 41" in parameters_of(folder / name)
+
+    # 📂 shows the tab's output folder in the file manager (here a stand-in that notes the folder).
+    outputs = server.data_dir / "outputs" / "txt2img-images"
+    page.locator("#txt2img_open_folder").click()
+    opened = outputs / "opened-by-xdg-open.txt"
+    deadline = time.time() + 10
+    while not opened.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert opened.read_text().strip() == str(outputs)
     rec.check_clean()
 
 
