@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modules import cmd_args, shared
+from modules import shared
 from modules.ui.save_files import LOG_FIELDS, save_files
-
-
-@pytest.fixture
-def instance(tmp_path):
-    args = cmd_args.parse_args(["--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path / "models")])
-    shared.initialize(args)
-    yield tmp_path / "data"
-    shared.initialize(cmd_args.defaults(), load_settings=False)
 
 
 def _gallery(tmp_path: Path) -> tuple[str, list[str]]:
@@ -32,7 +24,8 @@ def _gallery(tmp_path: Path) -> tuple[str, list[str]]:
             "sd_model_hash": "0123456789", "index_of_first_image": 1, "infotexts": texts}
     items = []
     for i, color in enumerate(("white", "red", "blue")):
-        path = tmp_path / f"gallery-{i}.png"
+        path = tmp_path / "gallery" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
         Image.new("RGB", (128 if i == 0 else 64, 48), color).save(path)
         items.append(str(path))
     return json.dumps(info), items

@@ -11,14 +11,6 @@ from modules.ui.tab_order import PageTab
 TITLES = ["txt2img", "img2img", "PNG Info", "UI tab ext", "Extensions", "Settings"]
 
 
-@pytest.fixture
-def instance(tmp_path):
-    args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path / "models")])
-    shared.initialize(args)
-    yield tmp_path
-    shared.initialize(cmd_args.defaults(), load_settings=False)
-
-
 def _tabs() -> list[PageTab]:
     return [PageTab(title, title.lower().replace(" ", "_"), lambda: None) for title in TITLES]
 

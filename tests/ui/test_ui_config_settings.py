@@ -11,14 +11,6 @@ from modules import cmd_args, shared
 from modules.ui.ui_config import UiConfig
 
 
-@pytest.fixture
-def instance(tmp_path):
-    args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path / "models")])
-    shared.initialize(args)
-    yield tmp_path
-    shared.initialize(cmd_args.defaults(), load_settings=False)
-
-
 def test_ui_config_records_defaults_and_applies_overrides(tmp_path):
     path = tmp_path / "ui-config.json"
     path.write_text(json.dumps({"txt2img/Sampling steps/value": 30, "txt2img/Width/maximum": 1024,
