@@ -769,8 +769,9 @@ def _reserve_numbered(path: str, basename: str, decoration: str, extension: str)
     raise OSError(f"could not find a free file number in {path}")
 
 
-def _reserve_exact(fullfn: str) -> str:
-    """Reserve a given name, or ``<name>-1``, ``<name>-2``, ... when it is taken."""
+def reserve_new_file(fullfn: str) -> str:
+    """Reserve a given name, or ``<name>-1``, ``<name>-2``, ... when it is taken (an empty file is
+    created there at once, so two savers never get the same name); returns the name reserved."""
     stem, ext = os.path.splitext(fullfn)
     candidate = fullfn
     for n in range(1, _MAX_ATTEMPTS):
@@ -961,9 +962,9 @@ def save_image(
             fullfn = _reserve_numbered(path, basename, decoration, extension)
         else:
             decoration = _fit_name(decoration, f".{extension}", path)
-            fullfn = _reserve_exact(os.path.join(path, f"{decoration}.{extension}"))
+            fullfn = reserve_new_file(os.path.join(path, f"{decoration}.{extension}"))
     else:
-        fullfn = _reserve_exact(os.path.join(path, f"{forced_filename}.{extension}"))
+        fullfn = reserve_new_file(os.path.join(path, f"{forced_filename}.{extension}"))
 
     pnginfo = dict(existing_info or {})
     if info is not None:
@@ -981,7 +982,7 @@ def save_image(
             if os.path.abspath(params.filename) != os.path.abspath(reserved):
                 # an extension chose another name: reserve that one instead
                 os.makedirs(os.path.dirname(os.path.abspath(params.filename)), exist_ok=True)
-                fullfn = _reserve_exact(os.fspath(params.filename))
+                fullfn = reserve_new_file(os.fspath(params.filename))
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(reserved)
                 reserved = fullfn

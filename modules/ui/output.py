@@ -2,8 +2,9 @@
 
 The column holds the progress bar, the live preview, the gallery, the infotext of the selected image,
 the hidden `generation_info` JSON (what `Processed.js()` returns, as A1111 keeps it for scripts), the
-Save / Zip buttons (save_files.py) and the "Send to" buttons. `run_generation` is the generator behind Generate: it queues the processing
-object, streams progress, and ends with the images or a visible error message.
+📂 / Save / Zip buttons (open_folder.py, save_files.py) and the "Send to" buttons. `run_generation`
+is the generator behind Generate: it queues the processing object, streams progress, and ends with
+the images or a visible error message.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ DOWNLOADS_KEPT_S = 3600
 
 @dataclass
 class Saved:
-    files: list[str]  # the saved images, then the .zip when one was made
+    files: list[str]  # the saved images (and .txt infotexts, with save_txt), then the .zip when made
     downloads: list[str]  # copies of `files` the page may offer (see _offer)
 
 
@@ -47,14 +47,6 @@ def _pick(values: Any, index: int, fallback: Any) -> Any:
     if isinstance(values, list) and values:
         return values[min(max(index, 0), len(values) - 1)]
     return fallback
-
-
-def _unique(path: Path) -> Path:
-    candidate, n = path, 0
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
 
 
 def _append_log(folder: Path, rows: list[dict[str, Any]]) -> None:
@@ -141,9 +133,13 @@ def save_files(info_json: str, items: list[str], selected: int | None, make_zip:
         namegen = images.FilenameGenerator(p, first_seed, rows[0]["prompt"] if rows else "", None, zip=True)
         name = namegen.apply(opts.grid_zip_filename_pattern or DEFAULT_ZIP_PATTERN)
         name = images.sanitize_filename_part(name, replace_spaces=False) or "images"
-        zip_path = _unique(folder / f"{name}.zip")
-        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for f in files:
-                archive.write(f, arcname=os.path.basename(f))
-        files.append(str(zip_path))
+        zip_path = images.reserve_new_file(str(folder / f"{name}.zip"))
+        try:
+            with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for f in files:
+                    archive.write(f, arcname=os.path.basename(f))
+        except BaseException:
+            Path(zip_path).unlink(missing_ok=True)  # no half-written archive is left behind
+            raise
+        files.append(zip_path)
     return Saved(files=files, downloads=_offer(files))
