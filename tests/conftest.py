@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Path]:
+    """Easel initialised over an empty data folder (`tmp_path`); put back to defaults afterwards."""
+    from modules import cmd_args, shared
+
+    args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path / "models")])
+    shared.initialize(args)
+    yield tmp_path
+    shared.initialize(cmd_args.defaults(), load_settings=False)
 
 
 # Tiny-model fixtures (session-scoped builders) for every test module.
