@@ -231,12 +231,12 @@ def create_ui(args: argparse.Namespace) -> gr.Blocks:
             return [*quick.current_values(), *settings.current_values(setting_keys), page_options.options_json()]
 
         # The page's controls hold the options' values only once this load event has answered; then
-        # the page script marks <html data-ui-loaded> (what is typed after it will not be replaced)
-        # and runs the extensions' onUiLoaded callbacks.
+        # the page script runs the extensions' onUiLoaded callbacks and marks <html data-ui-loaded>
+        # (what is typed after it will not be replaced).
         loaded = demo.load(fn=on_load, outputs=[*(quick.components[k] for k in quick_keys),
                                                 *settings_tab.components.values(), options_box],
                            show_progress="hidden", api_name=False)
-        page_options.on_load(loaded, options_box)
+        page_options.on_load(loaded)
         page_options.follow([*quick.changes, checkpoint_switch.event, settings_tab.applied], options_box)
     demo.queue(default_concurrency_limit=None)
     return demo
