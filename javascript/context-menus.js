@@ -144,7 +144,7 @@ var easelContextMenu = (function () {
         });
     });
 
-    return {append: append, remove: remove, close: close};
+    return {append: append, remove: remove};
 })();
 
 function appendContextMenuOption(targetElementSelector, entryName, entryFunction) {

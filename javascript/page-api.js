@@ -98,8 +98,7 @@ var easelPage = (function () {
     var queues = {loaded: [], update: [], afterUpdate: [], tabChange: [], optionsAvailable: [], optionsChanged: []};
     var isLoaded = false; // the onUiLoaded callbacks have run
     var pageAnswered = false; // the page's load event has answered
-    var optionsKnown = false;
-    var lastOptionsText = null;
+    var lastOptionsText = null; // the options as last handed in; null until they first come
     var currentTab = null;
     var afterUpdateTimer = null;
 
@@ -150,13 +149,13 @@ var easelPage = (function () {
             console.error("The page's options are not valid JSON:", e);
             return;
         }
+        var first = lastOptionsText === null;
         lastOptionsText = text;
         Object.keys(opts).forEach(function (key) {
             delete opts[key];
         });
         Object.assign(opts, values);
-        if (!optionsKnown) {
-            optionsKnown = true;
+        if (first) {
             executeCallbacks(queues.optionsAvailable);
         }
         executeCallbacks(queues.optionsChanged);
@@ -179,7 +178,7 @@ var easelPage = (function () {
     // answer), or after a moment without them, should that answer have carried none.
     function loaded() {
         pageAnswered = true;
-        if (optionsKnown) {
+        if (lastOptionsText !== null) {
             runLoaded();
         } else {
             setTimeout(runLoaded, OPTIONS_GRACE_MS);
@@ -241,7 +240,7 @@ var easelPage = (function () {
             register("tabChange", callback);
         },
         onOptionsAvailable: function (callback) {
-            if (register("optionsAvailable", callback) && optionsKnown) {
+            if (register("optionsAvailable", callback) && lastOptionsText !== null) {
                 runLater(callback);
             }
         },
@@ -251,29 +250,12 @@ var easelPage = (function () {
     };
 })();
 
-function onUiLoaded(callback) {
-    easelPage.onUiLoaded(callback);
-}
-
-function onUiUpdate(callback) {
-    easelPage.onUiUpdate(callback);
-}
-
-function onAfterUiUpdate(callback) {
-    easelPage.onAfterUiUpdate(callback);
-}
-
-function onUiTabChange(callback) {
-    easelPage.onUiTabChange(callback);
-}
-
-function onOptionsAvailable(callback) {
-    easelPage.onOptionsAvailable(callback);
-}
-
-function onOptionsChanged(callback) {
-    easelPage.onOptionsChanged(callback);
-}
+var onUiLoaded = easelPage.onUiLoaded;
+var onUiUpdate = easelPage.onUiUpdate;
+var onAfterUiUpdate = easelPage.onAfterUiUpdate;
+var onUiTabChange = easelPage.onUiTabChange;
+var onOptionsAvailable = easelPage.onOptionsAvailable;
+var onOptionsChanged = easelPage.onOptionsChanged;
 
 // The tab switchers hand back their arguments, so they can sit in front of a Gradio event's inputs.
 function switch_to_txt2img() {
@@ -285,22 +267,15 @@ function switch_to_img2img_tab(no) {
     easelPage.switchToImg2imgMode(no);
 }
 
-function switch_to_img2img() {
-    easelPage.switchToImg2imgMode(0);
-    return Array.from(arguments);
+// A switcher to one img2img mode tab, by A1111's mode number.
+function img2imgModeSwitcher(index) {
+    return function () {
+        easelPage.switchToImg2imgMode(index);
+        return Array.from(arguments);
+    };
 }
 
-function switch_to_sketch() {
-    easelPage.switchToImg2imgMode(1);
-    return Array.from(arguments);
-}
-
-function switch_to_inpaint() {
-    easelPage.switchToImg2imgMode(2);
-    return Array.from(arguments);
-}
-
-function switch_to_inpaint_sketch() {
-    easelPage.switchToImg2imgMode(3);
-    return Array.from(arguments);
-}
+var switch_to_img2img = img2imgModeSwitcher(0);
+var switch_to_sketch = img2imgModeSwitcher(1);
+var switch_to_inpaint = img2imgModeSwitcher(2);
+var switch_to_inpaint_sketch = img2imgModeSwitcher(3);
